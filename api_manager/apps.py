@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class ApiManagerConfig(AppConfig):
+    name = "api_manager"
+    verbose_name = _("API keys")

@@ -1,0 +1,88 @@
+"""Template filters for numbers, dates and secrets in the active language.
+
+In Persian, digits are shown as Persian digits and dates in the Jalali calendar.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import jdatetime
+from django import template
+from django.utils import formats, timezone
+from django.utils.translation import get_language
+
+from core import crypto
+
+register = template.Library()
+
+_PERSIAN_DIGITS = str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹")
+
+
+def _persian() -> bool:
+    return (get_language() or "").startswith("fa")
+
+
+def localize_digits(text: str) -> str:
+    """Return `text` with Western digits replaced by Persian ones when Persian is active."""
+    return text.translate(_PERSIAN_DIGITS) if _persian() else text
+
+
+@register.filter
+def num(value: object) -> str:
+    """A number with thousands separators, in the active language's digits."""
+    if value is None or value == "":
+        return localize_digits("0")
+    if isinstance(value, float):
+        text = f"{value:,.2f}"
+    else:
+        try:
+            text = f"{int(value):,}"  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            text = str(value)
+    if _persian():
+        text = text.replace(",", "٬").replace(".", "٫")
+    return localize_digits(text)
+
+
+@register.filter
+def money(value: object) -> str:
+    """An estimated cost in US dollars."""
+    try:
+        amount = float(value or 0)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        amount = 0.0
+    text = f"${amount:,.4f}" if amount < 1 else f"${amount:,.2f}"
+    if _persian():
+        text = text.replace(",", "٬").replace(".", "٫")
+    return localize_digits(text)
+
+
+@register.filter
+def digits(value: object) -> str:
+    """Any text, with its digits in the active language's form."""
+    return localize_digits(str(value))
+
+
+@register.filter
+def when(value: dt.datetime | dt.date | None, fmt: str = "datetime") -> str:
+    """A date or date-time in local time: Gregorian in English, Jalali in Persian."""
+    if value is None:
+        return "—"
+    if isinstance(value, dt.datetime):
+        value = timezone.localtime(value) if timezone.is_aware(value) else value
+    if _persian():
+        if isinstance(value, dt.datetime):
+            jd = jdatetime.datetime.fromgregorian(datetime=value)
+            text = jd.strftime("%Y/%m/%d %H:%M" if fmt == "datetime" else "%Y/%m/%d")
+        else:
+            text = jdatetime.date.fromgregorian(date=value).strftime("%Y/%m/%d")
+        return localize_digits(text)
+    if fmt == "date" or not isinstance(value, dt.datetime):
+        return formats.date_format(value, "Y-m-d")
+    return formats.date_format(value, "Y-m-d H:i")
+
+
+@register.filter
+def masked(last4: str) -> str:
+    return crypto.mask(last4)

@@ -1,0 +1,25 @@
+"""gunicorn configuration: ASGI through the uvicorn worker, as in production.
+
+`make run` and the systemd unit both use this file. Environment overrides: BIND, WEB_CONCURRENCY,
+GUNICORN_TIMEOUT, GUNICORN_GRACEFUL_TIMEOUT.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+bind = os.environ.get("BIND", "127.0.0.1:8000")
+worker_class = "uvicorn_worker.UvicornWorker"
+# Async workers serve many streams each; one per core (at least two) keeps every core busy.
+workers = int(os.environ.get("WEB_CONCURRENCY", max(2, multiprocessing.cpu_count())))
+# With async workers `timeout` is a heartbeat, not a request limit; streams may run for minutes.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
+# On restart, give open chat streams time to finish before the worker is killed.
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "300"))
+keepalive = 75
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
+proc_name = "bsepar-panel"

@@ -1,0 +1,136 @@
+"""The deployment files work with the real tools: nginx -t and systemd-analyze verify."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "panel.example.com")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def nginx_config(tmp: Path, site: str) -> Path:
+    """Write a main nginx.conf around `site` (the site file's text) and return its path."""
+    conf = tmp / "nginx.conf"
+    conf.write_text(
+        f"""
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log stderr;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    {site}
+}}
+"""
+    )
+    return conf
+
+
+def site_with_test_certificates(tmp: Path) -> str:
+    cert, key = _self_signed(tmp)
+    site = (DEPLOY / "nginx.conf").read_text()
+    site = site.replace("/etc/letsencrypt/live/panel.example.com/fullchain.pem", str(cert))
+    return site.replace("/etc/letsencrypt/live/panel.example.com/privkey.pem", str(key))
+
+
+@pytest.mark.skipif(
+    shutil.which("nginx") is None, reason="nginx is not installed (apt-get install nginx-light)"
+)
+def test_the_nginx_site_passes_nginx_t(tmp_path):
+    site = site_with_test_certificates(tmp_path)
+    # The site as shipped must keep its streaming settings.
+    assert "proxy_buffering off" in site
+    assert "proxy_read_timeout 600s" in site
+    assert "X-Forwarded-For" in site
+    conf = nginx_config(tmp_path, site)
+    result = subprocess.run(
+        ["nginx", "-t", "-c", str(conf), "-p", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "test is successful" in result.stderr
+
+
+@pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not available"
+)
+def test_the_systemd_unit_verifies(tmp_path):
+    # verify insists that ExecStart's binary exists: point it at a stand-in under tmp_path,
+    # keeping every other line of the unit as shipped.
+    fake_root = tmp_path / "opt"
+    (fake_root / ".venv" / "bin").mkdir(parents=True)
+    gunicorn = fake_root / ".venv" / "bin" / "gunicorn"
+    gunicorn.write_text("#!/bin/sh\n")
+    gunicorn.chmod(0o755)
+    unit_text = (
+        (DEPLOY / "bsepar-panel.service").read_text().replace("/opt/bsepar-panel", str(fake_root))
+    )
+    unit = tmp_path / "bsepar-panel.service"
+    unit.write_text(unit_text)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    problems = [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if "bsepar-panel.service" in line and "user" not in line.lower()
+    ]
+    assert not problems, result.stdout + result.stderr
+    for needed in (
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "ReadWritePaths=/var/lib/bsepar-panel",
+        "EnvironmentFile=",
+    ):
+        assert needed in unit_text
+
+
+def test_install_sh_is_valid_bash():
+    result = subprocess.run(
+        ["bash", "-n", str(DEPLOY / "install.sh")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr

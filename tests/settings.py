@@ -1,0 +1,24 @@
+"""Settings for the test suite: production settings with fixed test secrets.
+
+Debug stays off, so the suite runs the same security middleware and checks as production.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-0123456789abcdef")
+# A fixed Fernet key for tests only.
+os.environ.setdefault("ENCRYPTION_KEYS", "kWaYx8xY2mQhD0pLqYV1dO6n2v3m0sJ8vFQ6y5w0b0Q=")
+os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
+os.environ.setdefault("SECURE_SSL_REDIRECT", "off")
+
+from bsepar_panel.settings import *  # noqa: E402,F403
+
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+SESSION_COOKIE_SECURE = False
+CSRF_COOKIE_SECURE = False
