@@ -43,3 +43,46 @@ def admin_client(admin_user) -> Client:
     client = Client()
     client.force_login(admin_user)
     return client
+
+
+@pytest.fixture(scope="session")
+def fake_provider():
+    """The local fake OpenAI/Anthropic server, shared by the session (reset per test)."""
+    from tests.fakes.server import FakeProviderServer
+
+    server = FakeProviderServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake(fake_provider):
+    fake_provider.reset()
+    fake_provider.word_delay = 0.002
+    fake_provider.slow_first_token = 3.0
+    fake_provider.long_words = 400
+    return fake_provider
+
+
+OPENAI_SECRET = "sk-proj-alicesecretkey0000000000000000wxyz"
+ANTHROPIC_SECRET = "sk-ant-api03-alicesecretkey00000000000000abcd"
+
+
+def make_key(owner, fake=None, *, provider="openai", secret=None, **fields):
+    """A saved ProviderKey pointing at the fake server (or nowhere)."""
+    from api_manager.models import ProviderKey
+
+    key = ProviderKey(
+        owner=owner,
+        provider=provider,
+        label=fields.pop("label", f"{provider} key"),
+        base_url=fields.pop("base_url", None)
+        or ((fake.openai_url if provider == "openai" else fake.anthropic_url) if fake else ""),
+        default_model=fields.pop(
+            "default_model", "gpt-4o-mini" if provider == "openai" else "claude-sonnet-4-5"
+        ),
+        **fields,
+    )
+    key.set_secret(secret or (OPENAI_SECRET if provider == "openai" else ANTHROPIC_SECRET))
+    key.save()
+    return key

@@ -1,0 +1,111 @@
+"""The key form. Every bad input gets a clear message and creates nothing."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
+from django.utils.translation import gettext_lazy as _
+
+from api_manager.models import ProviderName
+
+MAX_KEY_LENGTH = 512
+
+
+def has_control_characters(value: str) -> bool:
+    return any(unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp"} for ch in value)
+
+
+class ProviderKeyForm(forms.Form):
+    provider = forms.ChoiceField(label=_("Provider"), choices=ProviderName.choices)
+    label = forms.CharField(label=_("Label"), max_length=100)
+    api_key = forms.CharField(
+        label=_("API key"),
+        strip=False,
+        error_messages={"required": _("Paste the API key.")},
+        widget=forms.PasswordInput(
+            render_value=False, attrs={"autocomplete": "off", "spellcheck": "false"}
+        ),
+    )
+    base_url = forms.CharField(
+        label=_("Base URL"),
+        required=False,
+        max_length=500,
+        help_text=_(
+            "Optional: any OpenAI- or Anthropic-compatible endpoint (a proxy, OpenRouter, a local server)."
+        ),
+    )
+    default_model = forms.CharField(label=_("Default model"), required=False, max_length=200)
+    shared = forms.BooleanField(label=_("Share with the team"), required=False)
+    monthly_token_budget = forms.IntegerField(
+        label=_("Monthly token budget"), required=False, min_value=1, max_value=10**15
+    )
+
+    def __init__(self, *args: object, require_label: bool = True, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["label"].required = require_label
+
+    def clean_label(self) -> str:
+        label = self.cleaned_data["label"].strip()
+        if has_control_characters(label):
+            raise ValidationError(_("The label contains control characters."))
+        return label
+
+    def clean_api_key(self) -> str:
+        key = self.cleaned_data.get("api_key", "").strip()
+        if not key:
+            raise ValidationError(_("Paste the API key."))
+        if len(key) > MAX_KEY_LENGTH:
+            raise ValidationError(
+                _("That is too long to be an API key (at most %(n)d characters).")
+                % {"n": MAX_KEY_LENGTH}
+            )
+        if has_control_characters(key) or any(ch.isspace() for ch in key):
+            raise ValidationError(
+                _("The key contains spaces, line breaks or control characters: paste only the key.")
+            )
+        if len(key) < 8:
+            raise ValidationError(_("That is too short to be an API key."))
+        return key
+
+    def clean_base_url(self) -> str:
+        url = self.cleaned_data.get("base_url", "").strip()
+        if not url:
+            return ""
+        if has_control_characters(url):
+            raise ValidationError(_("Enter an http:// or https:// URL."))
+        try:
+            URLValidator(schemes=["http", "https"])(url)
+        except ValidationError:
+            raise ValidationError(_("Enter an http:// or https:// URL.")) from None
+        return url.rstrip("/")
+
+    def clean_default_model(self) -> str:
+        model = self.cleaned_data.get("default_model", "").strip()
+        if has_control_characters(model) or any(ch.isspace() for ch in model):
+            raise ValidationError(_("A model name has no spaces or control characters."))
+        return model
+
+    def clean(self) -> dict[str, object]:
+        data = super().clean()
+        provider, key = data.get("provider"), data.get("api_key")
+        if provider and key:
+            if provider == ProviderName.OPENAI and key.startswith("sk-ant-"):
+                self.add_error(
+                    "api_key",
+                    _(
+                        "This looks like an Anthropic key (sk-ant-…): choose Anthropic as the provider."
+                    ),
+                )
+            elif (
+                provider == ProviderName.ANTHROPIC
+                and key.startswith("sk-")
+                and not key.startswith(("sk-ant-", "sk-or-"))
+            ):
+                self.add_error(
+                    "api_key",
+                    _("This looks like an OpenAI key (sk-…): choose OpenAI as the provider."),
+                )
+        return data

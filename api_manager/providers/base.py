@@ -1,0 +1,184 @@
+"""The provider interface: what every adapter offers, and the errors it may raise.
+
+The provider layer knows nothing of the ORM. It is handed a decrypted key, a base URL and
+messages, and yields `Chunk`s: text pieces as they arrive, usage as the provider reports it,
+and tool calls (for the actions of the assistant).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import hashlib
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    # True when the provider did not report it (a stream stopped early) and we estimated.
+    estimated: bool = False
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool offered to the model: a name, a description and a JSON schema of its input."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One thing from a stream: a piece of text, a usage report, or a finished tool call."""
+
+    text: str = ""
+    usage: Usage | None = None
+    tool_call: ToolCall | None = None
+
+
+@dataclass
+class ChatRequest:
+    """What to ask. `messages` are dicts with `role` (`user` | `assistant`) and `content`."""
+
+    model: str
+    messages: list[dict[str, Any]]
+    system: str = ""
+    max_tokens: int = 4096
+    tools: list[ToolSpec] = field(default_factory=list)
+
+
+class ProviderError(Exception):
+    """A failure whose message is safe to show a user: it never contains a key.
+
+    `code` is the chat stream's `error` event code.
+    """
+
+    code: ClassVar[str] = "provider"
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class AuthError(ProviderError):
+    code = "auth"
+
+
+class RateLimitError(ProviderError):
+    code = "rate_limit"
+
+
+class TimeoutError(ProviderError):  # noqa: A001 - the stream's code is "timeout"
+    code = "timeout"
+
+
+class BadRequestError(ProviderError):
+    code = "provider"
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """Everything needed to reach a provider with one key."""
+
+    provider: str
+    api_key: str = field(repr=False)
+    base_url: str = ""
+    timeout: float = 60.0
+    max_retries: int = 1
+
+    @property
+    def cache_key(self) -> tuple[str, str, str, float, int]:
+        digest = hashlib.sha256(self.api_key.encode()).hexdigest()
+        return (self.provider, digest, self.base_url, self.timeout, self.max_retries)
+
+
+# One SDK client per key configuration and event loop: the client keeps its HTTP connections
+# alive between requests, and connections belong to the loop that opened them.
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class Provider(abc.ABC):
+    """One provider reached with one key. Subclasses translate an SDK into `Chunk`s."""
+
+    name: ClassVar[str]
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+
+    def client(self) -> Any:
+        loop = asyncio.get_running_loop()
+        per_loop = _clients.setdefault(loop, {})
+        key = self.config.cache_key
+        if key not in per_loop:
+            per_loop[key] = self.make_client()
+        return per_loop[key]
+
+    @abc.abstractmethod
+    def make_client(self) -> Any:
+        """Return a new async SDK client for this configuration."""
+
+    @abc.abstractmethod
+    def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        """Yield the reply as it arrives: text pieces, usage reports, tool calls.
+
+        Raises ProviderError (or a subclass) on failure, before or during the stream.
+        Closing the iterator (`aclose()`, or cancelling the task) closes the HTTP stream.
+        """
+
+    @abc.abstractmethod
+    async def list_models(self) -> list[str]:
+        """Return the model ids this key may use; raises ProviderError."""
+
+
+def transport_error(exc: BaseException) -> ProviderError | None:
+    """Map an HTTP transport failure (raised mid-stream, outside the SDK's own errors)."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if "TimeoutException" in names:
+        return TimeoutError("The provider stopped sending in the middle of the reply (timed out).")
+    if names & {"TransportError", "StreamError", "RemoteProtocolError"}:
+        return ProviderError("The connection to the provider was lost in the middle of the reply.")
+    return None
+
+
+def status_error(status: int | None, provider_label: str) -> ProviderError:
+    """The safe message for an HTTP status from the provider."""
+    if status == 401:
+        return AuthError(
+            f"{provider_label} rejected the API key (401). Check the key.", status=status
+        )
+    if status == 403:
+        return AuthError(
+            f"{provider_label} says this key has no permission for that (403).", status=status
+        )
+    if status == 429:
+        return RateLimitError(
+            f"{provider_label} is rate limiting this key (429). Wait a moment and try again.",
+            status=status,
+        )
+    if status == 404:
+        return BadRequestError(
+            f"{provider_label} does not know this model or endpoint (404). Check the model name and base URL.",
+            status=status,
+        )
+    if status is not None and 400 <= status < 500:
+        return BadRequestError(f"{provider_label} refused the request ({status}).", status=status)
+    return ProviderError(
+        f"{provider_label} had an internal error ({status or 'no status'}). Try again.",
+        status=status,
+    )

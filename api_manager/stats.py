@@ -1,0 +1,104 @@
+"""Usage aggregations: one query each, whatever the amount of data."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce, TruncDate
+from django.utils import timezone
+
+from api_manager.models import UsageRecord, UsageStatus
+
+
+@dataclass
+class Day:
+    date: dt.date
+    input_tokens: int = 0
+    output_tokens: int = 0
+    requests: int = 0
+    errors: int = 0
+    cost: Decimal = Decimal("0")
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+def last_days(count: int = 30) -> list[dt.date]:
+    today = timezone.localdate()
+    return [today - dt.timedelta(days=offset) for offset in range(count - 1, -1, -1)]
+
+
+def since(count: int) -> dt.datetime:
+    first = last_days(count)[0]
+    return timezone.make_aware(dt.datetime.combine(first, dt.time.min))
+
+
+def daily(records: QuerySet[UsageRecord], days: int = 30) -> list[Day]:
+    """Per day totals of `records` for the last `days` days, oldest first, gaps filled."""
+    rows = (
+        records.filter(created_at__gte=since(days))
+        .annotate(day=TruncDate("created_at", tzinfo=timezone.get_current_timezone()))
+        .values("day")
+        .annotate(
+            input_tokens=Coalesce(Sum("input_tokens"), 0),
+            output_tokens=Coalesce(Sum("output_tokens"), 0),
+            requests=Count("id"),
+            errors=Count("id", filter=Q(status=UsageStatus.ERROR)),
+            cost=Coalesce(Sum("cost"), Decimal("0")),
+        )
+        .order_by("day")
+    )
+    by_day = {row["day"]: row for row in rows}
+    result = []
+    for date in last_days(days):
+        row = by_day.get(date)
+        if row:
+            result.append(
+                Day(
+                    date,
+                    row["input_tokens"],
+                    row["output_tokens"],
+                    row["requests"],
+                    row["errors"],
+                    Decimal(row["cost"]),
+                )
+            )
+        else:
+            result.append(Day(date))
+    return result
+
+
+def daily_by_key(
+    records: QuerySet[UsageRecord], days: int = 30
+) -> tuple[list[dt.date], list[tuple[str, list[int]]]]:
+    """Tokens per day per key label for the last `days` days (one query)."""
+    rows = (
+        records.filter(created_at__gte=since(days))
+        .annotate(day=TruncDate("created_at", tzinfo=timezone.get_current_timezone()))
+        .values("day", "key_label")
+        .annotate(tokens=Coalesce(Sum("input_tokens"), 0) + Coalesce(Sum("output_tokens"), 0))
+        .order_by("key_label", "day")
+    )
+    dates = last_days(days)
+    index = {date: i for i, date in enumerate(dates)}
+    series: dict[str, list[int]] = {}
+    for row in rows:
+        values = series.setdefault(row["key_label"] or "—", [0] * len(dates))
+        if row["day"] in index:
+            values[index[row["day"]]] += row["tokens"]
+    return dates, list(series.items())
+
+
+def totals(days: list[Day]) -> Day:
+    total = Day(days[-1].date if days else timezone.localdate())
+    for day in days:
+        total.input_tokens += day.input_tokens
+        total.output_tokens += day.output_tokens
+        total.requests += day.requests
+        total.errors += day.errors
+        total.cost += day.cost
+    return total

@@ -1,0 +1,156 @@
+"""The provider adapters, through the real async SDKs, against the local fake server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from api_manager.providers import (
+    AuthError,
+    ChatRequest,
+    ProviderConfig,
+    ProviderError,
+    RateLimitError,
+    TimeoutError,
+    get_provider,
+)
+from tests.conftest import ANTHROPIC_SECRET, OPENAI_SECRET
+
+PROVIDERS = ["openai", "anthropic"]
+
+
+def provider_for(
+    fake, name: str, *, secret: str | None = None, timeout: float = 10.0, retries: int = 0
+):
+    url = fake.openai_url if name == "openai" else fake.anthropic_url
+    secret = secret or (OPENAI_SECRET if name == "openai" else ANTHROPIC_SECRET)
+    return get_provider(ProviderConfig(name, secret, url, timeout=timeout, max_retries=retries))
+
+
+async def collect(provider, text: str, **kwargs):
+    request = ChatRequest(
+        model="test-model", messages=[{"role": "user", "content": text}], **kwargs
+    )
+    pieces, usage = [], None
+    async for chunk in provider.stream(request):
+        if chunk.text:
+            pieces.append(chunk.text)
+        if chunk.usage:
+            usage = chunk.usage
+    return pieces, usage
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+async def test_it_streams_text_piece_by_piece_with_exact_usage(fake, name):
+    pieces, usage = await collect(provider_for(fake, name), "tell me something")
+    assert "".join(pieces) == "Hello! You said: tell me something"
+    assert len(pieces) == 6
+    assert usage.input_tokens == 3
+    assert usage.output_tokens == 6
+    assert not usage.estimated
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+async def test_the_system_prompt_goes_in_the_providers_own_field(fake, name):
+    await collect(provider_for(fake, name), "hi", system="Be brief.")
+    body = fake.requests[-1].body
+    if name == "openai":
+        assert body["messages"][0] == {"role": "system", "content": "Be brief."}
+        assert body["stream_options"] == {"include_usage": True}
+    else:
+        assert body["system"] == "Be brief."
+        assert all(m["role"] != "system" for m in body["messages"])
+        assert body["max_tokens"] > 0
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+async def test_it_lists_models(fake, name):
+    models = await provider_for(fake, name).list_models()
+    assert ("gpt-4o-mini" if name == "openai" else "claude-sonnet-4-5") in models
+    assert fake.requests[-1].flavour == name
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+@pytest.mark.parametrize(
+    "directive,error,code",
+    [
+        ("[[401]]", AuthError, "auth"),
+        ("[[403]]", AuthError, "auth"),
+        ("[[429]]", RateLimitError, "rate_limit"),
+        ("[[500]]", ProviderError, "provider"),
+    ],
+)
+async def test_it_maps_http_failures_to_codes(fake, name, directive, error, code):
+    with pytest.raises(error) as caught:
+        await collect(provider_for(fake, name), f"{directive} hello")
+    assert caught.value.code == code
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+async def test_a_bad_key_is_an_auth_error_that_does_not_echo_the_key(fake, name):
+    secret = "sk-bad-0123456789abcdefSECRET" if name == "openai" else "sk-ant-bad-0123456789SECRET"
+    with pytest.raises(AuthError) as caught:
+        await provider_for(fake, name, secret=secret).list_models()
+    assert "SECRET" not in str(caught.value)
+    assert "401" in caught.value.message
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+async def test_a_stream_cut_midway_is_a_provider_error_after_the_first_pieces(fake, name):
+    pieces = []
+    with pytest.raises(ProviderError) as caught:
+        async for chunk in provider_for(fake, name).stream(
+            ChatRequest(
+                model="m",
+                messages=[{"role": "user", "content": "[[cut]] one two three four five six"}],
+            )
+        ):
+            pieces.append(chunk.text)
+    assert caught.value.code == "provider"
+    assert "lost" in caught.value.message
+    assert "".join(pieces).startswith("Hello!")
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+async def test_a_slow_first_token_times_out(fake, name):
+    fake.slow_first_token = 2.0
+    with pytest.raises(TimeoutError) as caught:
+        await collect(provider_for(fake, name, timeout=0.5), "[[slow]] hi")
+    assert caught.value.code == "timeout"
+
+
+async def test_an_unreachable_base_url_says_so():
+    provider = get_provider(
+        ProviderConfig("openai", OPENAI_SECRET, "http://127.0.0.1:9/v1", timeout=2, max_retries=0)
+    )
+    with pytest.raises(ProviderError) as caught:
+        await provider.list_models()
+    assert "Could not reach" in caught.value.message
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+async def test_closing_the_stream_early_closes_the_http_stream(fake, name):
+    fake.word_delay = 0.05
+    stream = provider_for(fake, name).stream(
+        ChatRequest(model="m", messages=[{"role": "user", "content": "[[long]]"}])
+    )
+    async for chunk in stream:
+        if chunk.text:
+            break
+    await stream.aclose()
+    assert await asyncio.to_thread(fake.disconnected.wait, 2)
+    assert fake.completed_streams == 0
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+async def test_one_client_is_reused_per_key(fake, name):
+    first = provider_for(fake, name).client()
+    second = provider_for(fake, name).client()
+    assert first is second
+    other = provider_for(
+        fake,
+        name,
+        secret=("sk-proj-other0000000001" if name == "openai" else "sk-ant-other000000001"),
+    ).client()
+    assert other is not first

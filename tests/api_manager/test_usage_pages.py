@@ -1,0 +1,87 @@
+"""The usage page and the query budgets of the key pages at small and large data."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from api_manager.models import ModelPrice, UsageRecord, UsageStatus
+from tests.conftest import make_key
+
+
+def add_usage(key, user, count: int) -> None:
+    now = timezone.now()
+    UsageRecord.objects.bulk_create(
+        UsageRecord(
+            key=key,
+            key_label=key.label,
+            user=user,
+            provider=key.provider,
+            model="gpt-4o-mini",
+            input_tokens=10,
+            output_tokens=20,
+            cost=Decimal("0.001"),
+            status=UsageStatus.ERROR if i % 10 == 0 else UsageStatus.OK,
+            created_at=now - dt.timedelta(hours=i % 72),
+        )
+        for i in range(count)
+    )
+
+
+def test_the_usage_page_shows_days_tokens_errors_cost_and_a_chart(alice_client, alice):
+    key = make_key(alice, label="Used key")
+    add_usage(key, alice, 30)
+    html = alice_client.get(f"/api-manager/keys/{key.id}/usage/").content.decode()
+    assert "Used key" in html
+    assert "<svg" in html and "<rect" in html
+    assert "300" in html  # 30 × 10 input tokens
+    assert "600" in html  # 30 × 20 output tokens
+    assert "$0.0300" in html
+
+
+def test_the_usage_page_of_a_key_without_usage_says_so(alice_client, alice):
+    key = make_key(alice)
+    html = alice_client.get(f"/api-manager/keys/{key.id}/usage/").content.decode()
+    assert "No usage in this period yet" in html
+
+
+def test_prices_give_an_estimated_cost_by_longest_prefix(db):
+    # gpt-4o-mini must not be priced as gpt-4o.
+    assert ModelPrice.cost_for("gpt-4o-mini-2024-07-18", 1_000_000, 0) == Decimal("0.15")
+    assert ModelPrice.cost_for("gpt-4o", 0, 1_000_000) == Decimal("10")
+    assert ModelPrice.cost_for("unknown-model", 1000, 1000) == 0
+
+
+def test_the_settings_page_shows_tokens_this_month(alice_client, alice):
+    key = make_key(alice)
+    add_usage(key, alice, 3)
+    html = alice_client.get("/api-manager/settings/").content.decode()
+    assert "90" in html
+
+
+@pytest.mark.parametrize("size", [3, 300])
+def test_the_settings_page_query_count_is_constant(
+    alice_client, alice, django_assert_num_queries, size
+):
+    keys = [make_key(alice, label=f"k{i}") for i in range(size if size < 10 else 30)]
+    for key in keys[:3]:
+        add_usage(key, alice, size)
+    # 1 session, 2 user, 3 keys with month tokens and owners
+    with django_assert_num_queries(3):
+        response = alice_client.get("/api-manager/settings/")
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("size", [3, 300])
+def test_the_usage_page_query_count_is_constant(
+    alice_client, alice, django_assert_num_queries, size
+):
+    key = make_key(alice)
+    add_usage(key, alice, size)
+    # 1 session, 2 user, 3 key, 4 usage per day
+    with django_assert_num_queries(4):
+        response = alice_client.get(f"/api-manager/keys/{key.id}/usage/")
+    assert response.status_code == 200

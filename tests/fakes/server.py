@@ -1,0 +1,416 @@
+"""A local HTTP server that speaks the OpenAI and Anthropic wire formats, streaming included.
+
+Tests point the real SDKs at it (`base_url`); nothing is patched. One server answers both:
+requests with an `anthropic-version` header are Anthropic's, the others OpenAI's.
+
+Behaviour is chosen per request, so concurrent tests and a browser can drive it:
+- the API key: one containing `bad` is refused (401), `noperm` is forbidden (403),
+  `ratelimited` is rate limited (429);
+- directives in the last user message: `[[401]]`, `[[403]]`, `[[429]]`, `[[500]]`, `[[cut]]`
+  (the stream stops mid-way without a proper end), `[[slow]]` (the first token waits
+  `slow_first_token` seconds), `[[long]]` (a reply of `long_words` words), `[[xss]]` (a reply
+  carrying script, onerror and javascript: payloads), `[[echo-history]]` (the reply lists the
+  roles and contents it received).
+
+The reply to anything else is "Hello! You said: <the message>", one word per piece, each piece
+`word_delay` seconds after the last. Usage: input tokens are the words of every message sent
+(system included), output tokens the words sent back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+OPENAI_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1"]
+ANTHROPIC_MODELS = ["claude-sonnet-4-5", "claude-haiku-4-5"]
+XSS_REPLY = (
+    'Look: <script>window.__xss = 1</script> and <img src=x onerror="window.__xss = 2"> '
+    "and [a link](javascript:window.__xss=3) done."
+)
+
+
+@dataclass
+class Seen:
+    """One request the fake received, for assertions (its secret header is not kept)."""
+
+    path: str
+    flavour: str
+    body: dict[str, Any]
+    api_key_last4: str
+
+
+@dataclass
+class FakeProviderServer:
+    word_delay: float = 0.005
+    slow_first_token: float = 3.0
+    long_words: int = 400
+    host: str = "127.0.0.1"
+    port: int = 0
+    requests: list[Seen] = field(default_factory=list)
+    disconnects: int = 0
+    completed_streams: int = 0
+    open_streams: int = 0
+    disconnected: threading.Event = field(default_factory=threading.Event)
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start(self) -> FakeProviderServer:
+        if not self.port:
+            with socket.socket() as probe:
+                probe.bind((self.host, 0))
+                self.port = probe.getsockname()[1]
+        ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+
+        async def boot() -> None:
+            app = web.Application()
+            app.router.add_get("/v1/models", self.models)
+            app.router.add_post("/v1/chat/completions", self.openai_chat)
+            app.router.add_post("/v1/messages", self.anthropic_messages)
+            self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, self.host, self.port)
+            await site.start()
+            ready.set()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(boot())
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="fake-provider", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("the fake provider server did not start")
+        return self
+
+    def stop(self) -> None:
+        async def shutdown() -> None:
+            await self._runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    @property
+    def openai_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def anthropic_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def reset(self) -> None:
+        self.requests.clear()
+        self.disconnects = 0
+        self.completed_streams = 0
+        self.disconnected.clear()
+
+    # -- helpers ---------------------------------------------------------------------
+    @staticmethod
+    def _flavour_and_key(request: web.Request) -> tuple[str, str]:
+        bearer = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if "anthropic-version" in request.headers or "x-api-key" in request.headers:
+            return "anthropic", request.headers.get("x-api-key") or bearer
+        return "openai", bearer
+
+    @staticmethod
+    def _error(flavour: str, status: int, message: str) -> web.Response:
+        if flavour == "anthropic":
+            kinds = {
+                401: "authentication_error",
+                403: "permission_error",
+                429: "rate_limit_error",
+                404: "not_found_error",
+            }
+            body = {
+                "type": "error",
+                "error": {"type": kinds.get(status, "api_error"), "message": message},
+            }
+        else:
+            body = {
+                "error": {"message": message, "type": "invalid_request_error", "code": str(status)}
+            }
+        return web.json_response(body, status=status)
+
+    def _key_failure(self, flavour: str, key: str) -> web.Response | None:
+        if not key or "bad" in key:
+            # Like the real services, the message echoes part of the key: the panel must not.
+            return self._error(flavour, 401, f"Incorrect API key provided: {key}.")
+        if "noperm" in key:
+            return self._error(flavour, 403, "This key has no permission for this resource.")
+        if "ratelimited" in key:
+            return self._error(flavour, 429, "Rate limit reached.")
+        return None
+
+    def _directive_failure(self, flavour: str, text: str) -> web.Response | None:
+        for status in (401, 403, 429, 500):
+            if f"[[{status}]]" in text:
+                return self._error(flavour, status, f"Fake failure {status}.")
+        return None
+
+    @staticmethod
+    def _words(text: str) -> int:
+        return len(text.split())
+
+    def _reply_for(self, messages: list[dict[str, Any]]) -> str:
+        last = next((m for m in reversed(messages) if m.get("role") == "user"), {"content": ""})
+        text = _text_of(last.get("content"))
+        if "[[long]]" in text:
+            return " ".join(f"word{i}" for i in range(self.long_words))
+        if "[[xss]]" in text:
+            return XSS_REPLY
+        if "[[echo-history]]" in text:
+            return " | ".join(f"{m['role']}: {_text_of(m.get('content'))}" for m in messages)
+        return f"Hello! You said: {text}"
+
+    async def _sse_response(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        return response
+
+    async def _stream_words(
+        self, response: web.StreamResponse, reply: str, text: str, emit
+    ) -> bool:
+        """Send the reply word by word through `emit`; return False if the client went away."""
+        pieces = re.findall(r"\S+\s*", reply)
+        if "[[cut]]" in text:
+            pieces = pieces[: max(1, len(pieces) // 2)]
+        self.open_streams += 1
+        try:
+            if "[[slow]]" in text:
+                await asyncio.sleep(self.slow_first_token)
+            for index, piece in enumerate(pieces):
+                if index:
+                    await asyncio.sleep(self.word_delay)
+                await emit(piece)
+            return True
+        except (ConnectionResetError, asyncio.CancelledError):
+            self.disconnects += 1
+            self.disconnected.set()
+            raise
+        finally:
+            self.open_streams -= 1
+
+    # -- endpoints -------------------------------------------------------------------
+    async def models(self, request: web.Request) -> web.Response:
+        flavour, key = self._flavour_and_key(request)
+        self.requests.append(Seen(request.path, flavour, {}, key[-4:]))
+        if failure := self._key_failure(flavour, key):
+            return failure
+        if flavour == "anthropic":
+            data = [
+                {"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"}
+                for m in ANTHROPIC_MODELS
+            ]
+            return web.json_response(
+                {
+                    "data": data,
+                    "has_more": False,
+                    "first_id": data[0]["id"],
+                    "last_id": data[-1]["id"],
+                }
+            )
+        data = [
+            {"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in OPENAI_MODELS
+        ]
+        return web.json_response({"object": "list", "data": data})
+
+    async def openai_chat(self, request: web.Request) -> web.StreamResponse:
+        flavour, key = self._flavour_and_key(request)
+        body = await request.json()
+        self.requests.append(Seen(request.path, "openai", body, key[-4:]))
+        if failure := self._key_failure("openai", key):
+            return failure
+        messages = body.get("messages", [])
+        text = _text_of(
+            next((m for m in reversed(messages) if m.get("role") == "user"), {}).get("content")
+        )
+        if failure := self._directive_failure("openai", text):
+            return failure
+        reply = self._reply_for(messages)
+        input_tokens = sum(self._words(_text_of(m.get("content"))) for m in messages)
+        created = int(time.time())
+        chunk_id = "chatcmpl-fake"
+        model = body.get("model", "gpt-4o-mini")
+
+        if not body.get("stream"):
+            return web.json_response(
+                {
+                    "id": chunk_id,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": reply},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": input_tokens,
+                        "completion_tokens": self._words(reply),
+                        "total_tokens": 0,
+                    },
+                }
+            )
+
+        response = await self._sse_response(request)
+
+        async def send(payload: dict[str, Any]) -> None:
+            await response.write(f"data: {json.dumps(payload)}\n\n".encode())
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            return {
+                "id": chunk_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+
+        sent_words = 0
+
+        async def emit(piece: str) -> None:
+            nonlocal sent_words
+            sent_words += 1
+            await send(chunk({"content": piece}))
+
+        await send(chunk({"role": "assistant", "content": ""}))
+        await self._stream_words(response, reply, text, emit)
+        if "[[cut]]" in text:
+            # Drop the connection without a finish_reason, usage or [DONE].
+            request.transport.close()
+            return response
+        await send(chunk({}, "stop"))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await send(
+                {
+                    "id": chunk_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": {
+                        "prompt_tokens": input_tokens,
+                        "completion_tokens": sent_words,
+                        "total_tokens": input_tokens + sent_words,
+                    },
+                }
+            )
+        await response.write(b"data: [DONE]\n\n")
+        self.completed_streams += 1
+        return response
+
+    async def anthropic_messages(self, request: web.Request) -> web.StreamResponse:
+        flavour, key = self._flavour_and_key(request)
+        body = await request.json()
+        self.requests.append(Seen(request.path, "anthropic", body, key[-4:]))
+        if failure := self._key_failure("anthropic", key):
+            return failure
+        if "max_tokens" not in body:
+            return self._error("anthropic", 400, "max_tokens: Field required")
+        messages = body.get("messages", [])
+        text = _text_of(
+            next((m for m in reversed(messages) if m.get("role") == "user"), {}).get("content")
+        )
+        if failure := self._directive_failure("anthropic", text):
+            return failure
+        system = body.get("system") or ""
+        if isinstance(system, list):
+            system = " ".join(_text_of(b) for b in system)
+        all_messages = ([{"role": "system", "content": system}] if system else []) + messages
+        reply = self._reply_for(all_messages)
+        input_tokens = sum(self._words(_text_of(m.get("content"))) for m in all_messages)
+        model = body.get("model", "claude-sonnet-4-5")
+        response = await self._sse_response(request)
+
+        async def send(event: str, payload: dict[str, Any]) -> None:
+            await response.write(f"event: {event}\ndata: {json.dumps(payload)}\n\n".encode())
+
+        await send(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_fake",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": input_tokens, "output_tokens": 1},
+                },
+            },
+        )
+        await send(
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        )
+        sent_words = 0
+
+        async def emit(piece: str) -> None:
+            nonlocal sent_words
+            sent_words += 1
+            await send(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": piece},
+                },
+            )
+
+        await self._stream_words(response, reply, text, emit)
+        if "[[cut]]" in text:
+            request.transport.close()
+            return response
+        await send("content_block_stop", {"type": "content_block_stop", "index": 0})
+        await send(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": sent_words},
+            },
+        )
+        await send("message_stop", {"type": "message_stop"})
+        self.completed_streams += 1
+        return response
+
+
+def _text_of(content: Any) -> str:
+    """The text of a message's content, whether a string or a list of content blocks."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return str(content.get("text", ""))
+    return " ".join(_text_of(part) for part in content)
+
+
+if __name__ == "__main__":  # python -m tests.fakes.server [port]: a fake for manual runs
+    import sys
+
+    server = FakeProviderServer(
+        port=int(sys.argv[1]) if len(sys.argv) > 1 else 8765, word_delay=0.05
+    ).start()
+    print(f"fake provider: OpenAI {server.openai_url}, Anthropic {server.anthropic_url}")
+    threading.Event().wait()
