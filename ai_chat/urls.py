@@ -5,4 +5,8 @@ from ai_chat import views
 app_name = "ai_chat"
 urlpatterns = [
     path("", views.chat_page, name="new"),
+    path("c/<int:pk>/", views.chat_page, name="conversation"),
+    path("c/<int:pk>/rename/", views.rename, name="rename"),
+    path("c/<int:pk>/delete/", views.delete, name="delete"),
+    path("stream/", views.stream, name="stream"),
 ]

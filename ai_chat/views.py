@@ -1,10 +1,139 @@
+"""Chat pages and the streaming endpoint."""
+
 from __future__ import annotations
 
-from django.http import HttpResponse
+import json
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.http import (
+    Http404,
+    HttpResponse,
+    HttpResponseRedirect,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import render
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_POST
 
+from ai_chat import services
+from ai_chat.models import Conversation, Message
+from api_manager.models import ProviderKey
 from core.http import AuthenticatedHttpRequest
+from core.text import normalize_for_search
+
+CONVERSATION_LIST_SIZE = 100
 
 
-def chat_page(request: AuthenticatedHttpRequest) -> HttpResponse:
-    return render(request, "dashboard/index.html", {"page": "chat"})
+def _get_conversation_for_user(request: AuthenticatedHttpRequest, pk: int) -> Conversation:
+    """The conversation `pk` if the signed-in user owns it; Http404 otherwise."""
+    try:
+        return Conversation.objects.get(pk=pk, owner=request.user)
+    except Conversation.DoesNotExist:
+        raise Http404("No such conversation") from None
+
+
+def _conversation_list(request: AuthenticatedHttpRequest, query: str) -> list[Conversation]:
+    conversations = Conversation.objects.filter(owner=request.user)
+    if query:
+        needle = normalize_for_search(query)
+        matching = Message.objects.filter(
+            conversation__owner=request.user, search_text__contains=needle
+        )
+        conversations = conversations.filter(
+            pk__in=matching.values("conversation_id").distinct()
+        ) | conversations.filter(title_search__contains=needle)
+    return list(conversations.only("id", "title", "updated_at")[:CONVERSATION_LIST_SIZE])
+
+
+@require_GET
+def chat_page(request: AuthenticatedHttpRequest, pk: int | None = None) -> HttpResponse:
+    # Queries: session, user, conversation list, keys, and for an open conversation: the
+    # conversation, one page of messages with their usage, and whether older ones exist.
+    query = request.GET.get("q", "").strip()[:200]
+    conversation = _get_conversation_for_user(request, pk) if pk is not None else None
+    page_messages: list[Message] = []
+    has_older = False
+    if conversation is not None:
+        page = conversation.messages.select_related("usage").order_by("-id")
+        before = request.GET.get("before", "")
+        if before.isdigit():
+            page = page.filter(id__lt=int(before))
+        size = settings.CHAT_PAGE_MESSAGES
+        page_messages = list(page[: size + 1])
+        has_older = len(page_messages) > size
+        page_messages = page_messages[:size][::-1]
+    keys = list(
+        ProviderKey.objects.usable_by(request.user)
+        .filter(is_active=True)
+        .only("id", "label", "provider", "default_model", "owner_id")
+    )
+    selected_key = (
+        conversation.key_id
+        if conversation and conversation.key_id
+        else (keys[0].id if keys else None)
+    )
+    context: dict[str, Any] = {
+        "page": "chat",
+        "conversations": _conversation_list(request, query),
+        "conversation": conversation,
+        "chat_messages": page_messages,
+        "has_older": has_older,
+        "keys": keys,
+        "selected_key": selected_key,
+        "query": query,
+    }
+    return render(request, "ai_chat/chat.html", context)
+
+
+@require_POST
+def rename(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    conversation = _get_conversation_for_user(request, pk)
+    title = " ".join(request.POST.get("title", "").split())
+    if not title:
+        messages.error(request, _("A title cannot be empty."))
+    elif len(title) > 200:
+        messages.error(request, _("A title is at most 200 characters."))
+    else:
+        conversation.rename(title)
+        messages.success(request, _("Conversation renamed."))
+    return HttpResponseRedirect(reverse("ai_chat:conversation", args=[pk]))
+
+
+@require_POST
+def delete(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    conversation = _get_conversation_for_user(request, pk)
+    conversation.delete()
+    messages.success(request, _("Conversation deleted."))
+    return HttpResponseRedirect(reverse("ai_chat:new"))
+
+
+def _stream_input(request: AuthenticatedHttpRequest) -> dict[str, Any]:
+    if request.content_type == "application/json":
+        try:
+            data = json.loads(request.body or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            raise services.TurnRefused(_("The request body is not valid JSON.")) from None
+        if not isinstance(data, dict):
+            raise services.TurnRefused(_("The request body must be a JSON object."))
+        return data
+    return request.POST.dict()
+
+
+@require_POST
+async def stream(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """POST /ai-chat/stream/: the reply as server-sent events (see the contract)."""
+    user = await request.auser()
+    try:
+        turn = await services.prepare_turn(user, _stream_input(request))
+    except services.TurnRefused as exc:
+        return JsonResponse({"error": exc.message}, status=exc.status)
+    response = StreamingHttpResponse(
+        services.run_turn(turn), content_type="text/event-stream; charset=utf-8"
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response

@@ -79,7 +79,7 @@ def make_key(owner, fake=None, *, provider="openai", secret=None, **fields):
         base_url=fields.pop("base_url", None)
         or ((fake.openai_url if provider == "openai" else fake.anthropic_url) if fake else ""),
         default_model=fields.pop(
-            "default_model", "gpt-4o-mini" if provider == "openai" else "claude-sonnet-4-5"
+            "default_model", "gpt-4o-mini" if provider == "openai" else "claude-test-sonnet"
         ),
         **fields,
     )

@@ -217,7 +217,7 @@ def test_the_wizard_checks_an_unsaved_key_and_saves_nothing(alice_client, fake):
         ),
     )
     assert response.json()["ok"] is True
-    assert "claude-sonnet-4-5" in response.json()["models"]
+    assert "claude-test-sonnet" in response.json()["models"]
     assert ProviderKey.objects.count() == 0
 
 

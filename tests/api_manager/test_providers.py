@@ -67,7 +67,7 @@ async def test_the_system_prompt_goes_in_the_providers_own_field(fake, name):
 @pytest.mark.parametrize("name", PROVIDERS)
 async def test_it_lists_models(fake, name):
     models = await provider_for(fake, name).list_models()
-    assert ("gpt-4o-mini" if name == "openai" else "claude-sonnet-4-5") in models
+    assert ("gpt-4o-mini" if name == "openai" else "claude-test-sonnet") in models
     assert fake.requests[-1].flavour == name
 
 

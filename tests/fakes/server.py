@@ -6,7 +6,7 @@ requests with an `anthropic-version` header are Anthropic's, the others OpenAI's
 Behaviour is chosen per request, so concurrent tests and a browser can drive it:
 - the API key: one containing `bad` is refused (401), `noperm` is forbidden (403),
   `ratelimited` is rate limited (429);
-- directives in the last user message: `[[401]]`, `[[403]]`, `[[429]]`, `[[500]]`, `[[cut]]`
+- directives in the last paragraph of the last user message: `[[401]]`, `[[403]]`, `[[429]]`, `[[500]]`, `[[cut]]`
   (the stream stops mid-way without a proper end), `[[slow]]` (the first token waits
   `slow_first_token` seconds), `[[long]]` (a reply of `long_words` words), `[[xss]]` (a reply
   carrying script, onerror and javascript: payloads), `[[echo-history]]` (the reply lists the
@@ -31,7 +31,7 @@ from typing import Any
 from aiohttp import web
 
 OPENAI_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1"]
-ANTHROPIC_MODELS = ["claude-sonnet-4-5", "claude-haiku-4-5"]
+ANTHROPIC_MODELS = ["claude-test-sonnet", "claude-test-haiku"]
 XSS_REPLY = (
     'Look: <script>window.__xss = 1</script> and <img src=x onerror="window.__xss = 2"> '
     "and [a link](javascript:window.__xss=3) done."
@@ -162,8 +162,7 @@ class FakeProviderServer:
         return len(text.split())
 
     def _reply_for(self, messages: list[dict[str, Any]]) -> str:
-        last = next((m for m in reversed(messages) if m.get("role") == "user"), {"content": ""})
-        text = _text_of(last.get("content"))
+        text = _last_user_text(messages)
         if "[[long]]" in text:
             return " ".join(f"word{i}" for i in range(self.long_words))
         if "[[xss]]" in text:
@@ -233,9 +232,7 @@ class FakeProviderServer:
         if failure := self._key_failure("openai", key):
             return failure
         messages = body.get("messages", [])
-        text = _text_of(
-            next((m for m in reversed(messages) if m.get("role") == "user"), {}).get("content")
-        )
+        text = _last_user_text(messages)
         if failure := self._directive_failure("openai", text):
             return failure
         reply = self._reply_for(messages)
@@ -322,9 +319,7 @@ class FakeProviderServer:
         if "max_tokens" not in body:
             return self._error("anthropic", 400, "max_tokens: Field required")
         messages = body.get("messages", [])
-        text = _text_of(
-            next((m for m in reversed(messages) if m.get("role") == "user"), {}).get("content")
-        )
+        text = _last_user_text(messages)
         if failure := self._directive_failure("anthropic", text):
             return failure
         system = body.get("system") or ""
@@ -333,7 +328,7 @@ class FakeProviderServer:
         all_messages = ([{"role": "system", "content": system}] if system else []) + messages
         reply = self._reply_for(all_messages)
         input_tokens = sum(self._words(_text_of(m.get("content"))) for m in all_messages)
-        model = body.get("model", "claude-sonnet-4-5")
+        model = body.get("model", "claude-test-sonnet")
         response = await self._sse_response(request)
 
         async def send(event: str, payload: dict[str, Any]) -> None:
@@ -393,6 +388,13 @@ class FakeProviderServer:
         await send("message_stop", {"type": "message_stop"})
         self.completed_streams += 1
         return response
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    """The last paragraph of the last user message: where directives are read (turns of one
+    role in a row reach a provider joined by a blank line)."""
+    last = next((m for m in reversed(messages) if m.get("role") == "user"), {"content": ""})
+    return _text_of(last.get("content")).split("\n\n")[-1]
 
 
 def _text_of(content: Any) -> str:

@@ -1,0 +1,33 @@
+"""Close replies left `streaming` by a worker that died mid-stream.
+
+A live stream saves its reply when it ends, however it ends; a row still `streaming` after
+`--minutes` belongs to a process that crashed or was killed. It is marked `error` (code
+`provider`) with whatever text it has (none: text is saved only at the end).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.core.management.base import BaseCommand
+from django.utils import timezone
+
+from ai_chat.models import Message, Status
+
+
+class Command(BaseCommand):
+    help = "Mark replies stuck in `streaming` (from a crashed worker) as interrupted."
+
+    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+        parser.add_argument(
+            "--minutes", type=int, default=30, help="age after which a streaming reply is stale"
+        )
+
+    def handle(self, *args: object, minutes: int, **options: object) -> None:
+        cutoff = timezone.now() - dt.timedelta(minutes=minutes)
+        closed = Message.objects.filter(status=Status.STREAMING, created_at__lt=cutoff).update(
+            status=Status.ERROR,
+            error_code="provider",
+            error_message="The reply was interrupted (the server stopped while streaming).",
+        )
+        self.stdout.write(f"Closed {closed} stale streaming repl{'y' if closed == 1 else 'ies'}.")

@@ -1,0 +1,376 @@
+"""One chat turn: resolve the key → save the user's message → stream the reply → save it.
+
+`prepare_turn` does every check that can refuse a turn before anything streams (raising
+`TurnRefused`), and saves the user's message. `run_turn` is the async generator behind the
+`text/event-stream` answer: it yields the contract's events and saves the reply once, at the
+end, whole or partial, with its usage. No database write happens per token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from ai_chat.models import Conversation, Message, Role, Status
+from api_manager.models import ModelPrice, ProviderKey, UsageRecord, UsageStatus
+from api_manager.providers import ChatRequest, ProviderConfig, ProviderError, Usage, get_provider
+from core import crypto
+
+logger = logging.getLogger(__name__)
+
+
+class TurnRefused(Exception):
+    """A turn that cannot start; `message` is safe to show, `status` is the HTTP status."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass
+class Turn:
+    conversation: Conversation
+    user_message: Message
+    reply: Message
+    key: ProviderKey
+    config: ProviderConfig
+    request: ChatRequest
+    user_id: int
+    is_new: bool
+
+
+def sse(event: str, data: dict[str, Any]) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def _as_int(value: Any, what: str) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise TurnRefused(_("The %(what)s id is not valid.") % {"what": what}) from None
+
+
+def build_history(messages: list[Message], budget_chars: int) -> list[dict[str, str]]:
+    """The messages to send, oldest first, trimmed from the oldest to fit `budget_chars`.
+
+    `messages` are newest first. A message is sent whole or not at all; failed replies with no
+    text are skipped; the history starts with a user turn and never has two turns of one role
+    in a row (they are joined).
+    """
+    picked: list[Message] = []
+    used = 0
+    for message in messages:
+        if message.role == Role.ASSISTANT and not message.content:
+            continue
+        cost = len(message.content)
+        if picked and used + cost > budget_chars:
+            break
+        picked.append(message)
+        used += cost
+    picked.reverse()
+    while picked and picked[0].role != Role.USER:
+        picked.pop(0)
+    history: list[dict[str, str]] = []
+    for message in picked:
+        if history and history[-1]["role"] == message.role:
+            history[-1]["content"] += "\n\n" + message.content
+        else:
+            history.append({"role": message.role, "content": message.content})
+    return history
+
+
+def _prepare(user: Any, data: dict[str, Any]) -> Turn:
+    """Check everything, save the user's message and a `streaming` reply row; return the turn."""
+    regenerate = str(data.get("regenerate", "")).lower() in {"1", "true", "on", "yes"}
+    text = str(data.get("message") or "")
+    if not regenerate:
+        if not text.strip():
+            raise TurnRefused(_("Write a message first."))
+        if len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
+            raise TurnRefused(
+                _("The message is too long (%(n)d characters at most).")
+                % {"n": settings.CHAT_MAX_MESSAGE_CHARS},
+                status=413,
+            )
+        if "\x00" in text:
+            raise TurnRefused(_("The message contains a NUL character."))
+
+    conversation: Conversation | None = None
+    conversation_id = _as_int(data.get("conversation"), "conversation")
+    if conversation_id is not None:
+        conversation = Conversation.objects.filter(pk=conversation_id, owner=user).first()
+        if conversation is None:
+            raise TurnRefused(_("No such conversation."), status=404)
+    elif regenerate:
+        raise TurnRefused(_("Nothing to regenerate in a new conversation."))
+
+    key_id = _as_int(data.get("key"), "key")
+    keys = ProviderKey.objects.usable_by(user)
+    if key_id is not None:
+        key = keys.filter(pk=key_id).first()
+        if key is None:
+            raise TurnRefused(_("No such API key."), status=404)
+    elif conversation is not None and conversation.key_id:
+        key = keys.filter(pk=conversation.key_id).first()
+    else:
+        key = None
+    if key is None:
+        # The default: the user's newest active key, else the team's.
+        key = keys.filter(owner=user, is_active=True).first() or keys.filter(is_active=True).first()
+    if key is None:
+        raise TurnRefused(_("There is no active API key: add one under API keys."), status=409)
+    if not key.is_active:
+        raise TurnRefused(
+            _("The API key “%(label)s” is disabled.") % {"label": key.label}, status=409
+        )
+    try:
+        config = key.provider_config()
+    except crypto.DecryptionError:
+        raise TurnRefused(
+            _("The API key “%(label)s” is unreadable: enter it again.") % {"label": key.label},
+            status=409,
+        ) from None
+    if key.budget_exhausted():
+        raise TurnRefused(
+            _("The API key “%(label)s” has used its monthly token budget.") % {"label": key.label},
+            status=429,
+        )
+
+    model = (
+        str(data.get("model") or "").strip()
+        or key.default_model
+        or (conversation.model if conversation else "")
+    )
+    if not model:
+        raise TurnRefused(_("Choose a model: this key has no default model."))
+    if len(model) > 200 or any(ch.isspace() for ch in model):
+        raise TurnRefused(_("The model name is not valid."))
+
+    system = data.get("system")
+    now = timezone.now()
+    # Earlier messages, newest first, for the context (before this turn's rows exist).
+    earlier: list[Message] = []
+    if conversation is not None:
+        earlier = list(
+            conversation.messages.filter(Q(role=Role.USER) | ~Q(content=""))
+            .order_by("-id")
+            .only("id", "role", "content", "status")[:200]
+        )
+    with transaction.atomic():
+        is_new = conversation is None
+        if conversation is None:
+            title = " ".join(text.split())[:80]
+            conversation = Conversation(owner=user, title=title, created_at=now)
+        conversation.key = key
+        conversation.model = model
+        conversation.updated_at = now
+        if system is not None:
+            conversation.system_prompt = str(system)[: settings.CHAT_MAX_MESSAGE_CHARS]
+        conversation.save()
+        if regenerate:
+            last_user = next((m for m in earlier if m.role == Role.USER), None)
+            if last_user is None:
+                raise TurnRefused(_("Nothing to regenerate yet."))
+            stale = [m.pk for m in earlier if m.role == Role.ASSISTANT and m.pk > last_user.pk]
+            Message.objects.filter(pk__in=stale).delete()
+            # Also drop replies that were empty (errors), which `earlier` did not load.
+            conversation.messages.filter(role=Role.ASSISTANT, pk__gt=last_user.pk).delete()
+            earlier = [m for m in earlier if m.pk not in stale]
+            user_message = last_user
+        else:
+            user_message = Message(conversation=conversation, role=Role.USER, created_at=now)
+            user_message.set_content(text)
+            user_message.save()
+            earlier.insert(0, user_message)
+        reply = Message.objects.create(
+            conversation=conversation,
+            role=Role.ASSISTANT,
+            status=Status.STREAMING,
+            model=model,
+            created_at=now,
+        )
+    request = ChatRequest(
+        model=model,
+        messages=build_history(earlier, settings.CHAT_CONTEXT_CHARS),
+        system=conversation.system_prompt,
+        max_tokens=settings.CHAT_MAX_OUTPUT_TOKENS,
+    )
+    return Turn(conversation, user_message, reply, key, config, request, user.pk, is_new)
+
+
+async def prepare_turn(user: Any, data: dict[str, Any]) -> Turn:
+    return await sync_to_async(_prepare)(user, data)
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough token count (about four characters a token) for when the provider said nothing."""
+    return max(1, (len(text) + 3) // 4) if text else 0
+
+
+def _finish(
+    turn: Turn,
+    text: str,
+    status: str,
+    usage: Usage | None,
+    error: ProviderError | None,
+    first_ms: int | None,
+    total_ms: int,
+) -> None:
+    """Save the reply, its usage record and the key's last-used/last-error, in one transaction."""
+    request_chars = sum(len(m["content"]) for m in turn.request.messages) + len(turn.request.system)
+    input_tokens = (
+        usage.input_tokens if usage and usage.input_tokens else estimate_tokens("x" * request_chars)
+    )
+    output_tokens = usage.output_tokens if usage and not usage.estimated else 0
+    estimated = usage is None or usage.estimated or not usage.input_tokens
+    if estimated and text:
+        output_tokens = max(output_tokens, estimate_tokens(text))
+    usage_status = {Status.COMPLETE: UsageStatus.OK, Status.STOPPED: UsageStatus.STOPPED}.get(
+        status, UsageStatus.ERROR
+    )
+    with transaction.atomic():
+        record = UsageRecord.objects.create(
+            key=turn.key,
+            key_label=turn.key.label,
+            user_id=turn.user_id,
+            provider=turn.key.provider,
+            model=turn.request.model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            estimated=estimated,
+            cost=ModelPrice.cost_for(turn.request.model, input_tokens, output_tokens),
+            first_token_ms=first_ms,
+            total_ms=total_ms,
+            status=usage_status,
+            error_code=error.code if error else ("cancelled" if status == Status.STOPPED else ""),
+        )
+        reply = turn.reply
+        reply.set_content(text)
+        reply.status = status
+        reply.usage = record
+        reply.first_token_ms = first_ms
+        reply.total_ms = total_ms
+        reply.error_code = error.code if error else ""
+        reply.error_message = error.message[:300] if error else ""
+        reply.save(
+            update_fields=[
+                "content",
+                "content_html",
+                "search_text",
+                "status",
+                "usage",
+                "first_token_ms",
+                "total_ms",
+                "error_code",
+                "error_message",
+            ]
+        )
+        Conversation.objects.filter(pk=turn.conversation.pk).update(updated_at=timezone.now())
+        if error is not None and error.code != "cancelled":
+            turn.key.record_error(error.message)
+        else:
+            turn.key.record_success()
+    turn.reply.usage = record
+
+
+async def run_turn(turn: Turn) -> AsyncIterator[str]:
+    """Yield the stream's events; save the reply once at the end, however the stream ends."""
+    yield sse(
+        "meta",
+        {
+            "conversation": turn.conversation.pk,
+            "user_message": turn.user_message.pk,
+            "message": turn.reply.pk,
+        },
+    )
+    started = time.monotonic()
+    first_ms: int | None = None
+    pieces: list[str] = []
+    usage: Usage | None = None
+    stream = get_provider(turn.config).stream(turn.request)
+    iterator = stream.__aiter__()
+    pending: asyncio.Future[Any] | None = None
+    heartbeat = settings.CHAT_HEARTBEAT_SECONDS
+
+    def elapsed_ms() -> int:
+        return int((time.monotonic() - started) * 1000)
+
+    async def finish(status: str, error: ProviderError | None) -> None:
+        # Shielded: a second cancellation must not lose what arrived.
+        await asyncio.shield(
+            sync_to_async(_finish)(
+                turn, "".join(pieces), status, usage, error, first_ms, elapsed_ms()
+            )
+        )
+
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(iterator.__anext__())
+            done, _pending = await asyncio.wait({pending}, timeout=heartbeat)
+            if not done:
+                # A comment line: keeps proxies from closing an idle stream (a slow first token).
+                yield ": keep-alive\n\n"
+                continue
+            future, pending = pending, None
+            try:
+                chunk = future.result()
+            except StopAsyncIteration:
+                break
+            if chunk.usage is not None:
+                usage = chunk.usage
+            if chunk.text:
+                if first_ms is None:
+                    first_ms = elapsed_ms()
+                pieces.append(chunk.text)
+                yield sse("delta", {"text": chunk.text})
+    except ProviderError as exc:
+        await finish(Status.ERROR, exc)
+        yield sse("error", {"message": exc.message, "code": exc.code})
+        return
+    except asyncio.CancelledError:
+        # The browser went away (Django cancels the response on disconnect): close the
+        # provider's stream now, keep what arrived as `stopped`, then let the cancel go on.
+        if pending is not None:
+            pending.cancel()
+            await asyncio.wait({pending})
+        await stream.aclose()
+        await finish(Status.STOPPED, None)
+        raise
+    except Exception:
+        logger.exception("chat stream failed for conversation %s", turn.conversation.pk)
+        error = ProviderError(_("Something went wrong while streaming the reply."))
+        await finish(Status.ERROR, error)
+        yield sse("error", {"message": error.message, "code": error.code})
+        return
+    await finish(Status.COMPLETE, None)
+    record = turn.reply.usage
+    yield sse(
+        "done",
+        {
+            "message": turn.reply.pk,
+            "usage": {
+                "input_tokens": record.input_tokens,
+                "output_tokens": record.output_tokens,
+                "estimated": record.estimated,
+            },
+            "html": turn.reply.content_html,
+            "first_token_ms": first_ms,
+            "total_ms": turn.reply.total_ms,
+        },
+    )

@@ -1,0 +1,265 @@
+// The chat: sends a message to POST /ai-chat/stream/ and reads the server-sent events with
+// fetch + ReadableStream, so the reply grows word by word. While streaming, the reply is shown
+// as plain text (textContent: nothing in it can run); when it is done, the server's sanitized
+// HTML replaces it. Stop aborts the request; the server then closes the provider's stream and
+// keeps what arrived.
+"use strict";
+
+(function () {
+  const form = document.getElementById("composer");
+  if (!form) return;
+  const strings = document.getElementById("i18n-chat").dataset;
+  const input = document.getElementById("chat-input");
+  const list = document.getElementById("messages");
+  const sendButton = document.getElementById("chat-send");
+  const stopButton = document.getElementById("chat-stop");
+  const status = document.getElementById("chat-status");
+  const keySelect = document.getElementById("chat-key");
+  const modelInput = document.getElementById("chat-model");
+  let controller = null;
+
+  // -- key / model picker: the model field shows the key's default ------------------------
+  function syncModelPlaceholder() {
+    const option = keySelect && keySelect.selectedOptions[0];
+    if (option) modelInput.placeholder = option.dataset.model || "model";
+  }
+  if (keySelect) keySelect.addEventListener("change", syncModelPlaceholder);
+  syncModelPlaceholder();
+
+  // -- helpers ---------------------------------------------------------------------------
+  function scrollDown() {
+    list.scrollTop = list.scrollHeight;
+  }
+
+  function element(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function addCopyButtons(root) {
+    root.querySelectorAll("pre").forEach((pre) => {
+      if (pre.querySelector(".copy-btn")) return;
+      const button = element("button", "copy-btn", strings.copy);
+      button.type = "button";
+      button.addEventListener("click", async () => {
+        const code = pre.querySelector("code") || pre;
+        try {
+          await navigator.clipboard.writeText(code.innerText);
+          button.textContent = strings.copied;
+          setTimeout(() => { button.textContent = strings.copy; }, 1500);
+        } catch (err) {
+          button.textContent = "✕";
+        }
+      });
+      pre.appendChild(button);
+    });
+  }
+
+  function userBubble(text) {
+    const article = element("article", "msg user complete");
+    article.dataset.role = "user";
+    const body = element("div", "body", text);
+    body.dir = "auto";
+    article.appendChild(body);
+    return article;
+  }
+
+  function replyBubble() {
+    const article = element("article", "msg assistant live streaming");
+    article.dataset.role = "assistant";
+    const body = element("div", "body md");
+    body.dir = "auto";
+    const meta = element("div", "meta", strings.thinking);
+    article.append(body, meta);
+    return { article, body, meta };
+  }
+
+  function setBusy(busy) {
+    sendButton.disabled = busy;
+    stopButton.hidden = !busy;
+    if (!busy) status.textContent = "";
+  }
+
+  function conversationInput() {
+    return form.querySelector("input[name=conversation]");
+  }
+
+  function rememberConversation(id, title) {
+    const field = conversationInput();
+    if (field.value) return;
+    field.value = id;
+    const url = `/ai-chat/c/${id}/`;
+    window.history.replaceState(null, "", url);
+    const ul = document.getElementById("conversation-list");
+    if (ul) {
+      const li = element("li");
+      const a = element("a", "active", title || strings.untitled);
+      a.href = url;
+      a.dir = "auto";
+      li.appendChild(a);
+      ul.prepend(li);
+    }
+    document.querySelector("[data-empty-list]")?.remove();
+  }
+
+  // Parse server-sent events from a stream of text: calls onEvent(name, data) per event.
+  function sseParser(onEvent) {
+    let buffer = "";
+    return (text) => {
+      buffer += text;
+      let end;
+      while ((end = buffer.indexOf("\n\n")) !== -1) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        let name = "message";
+        const data = [];
+        for (const line of block.split("\n")) {
+          if (line.startsWith(":")) continue; // keep-alive comment
+          if (line.startsWith("event:")) name = line.slice(6).trim();
+          else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+        }
+        if (data.length) onEvent(name, JSON.parse(data.join("\n")));
+      }
+    };
+  }
+
+  function describeUsage(data) {
+    const usage = data.usage || {};
+    const parts = [`${usage.input_tokens ?? 0} → ${usage.output_tokens ?? 0} ${strings.tokens}`];
+    if (data.total_ms) parts.push(`${data.total_ms} ms`);
+    return parts.join(" · ");
+  }
+
+  function addRegenerate(article) {
+    document.querySelectorAll("[data-regenerate]").forEach((b) => b.remove());
+    const button = element("button", "link small", strings.regenerate);
+    button.type = "button";
+    button.dataset.regenerate = "1";
+    button.addEventListener("click", () => send({ regenerate: true }));
+    article.querySelector(".meta").append(" · ", button);
+  }
+
+  // -- sending ---------------------------------------------------------------------------
+  async function send({ regenerate = false } = {}) {
+    if (controller) return;
+    const text = input.value;
+    if (!regenerate && !text.trim()) {
+      input.focus();
+      return;
+    }
+    const body = new FormData(form);
+    if (regenerate) {
+      body.set("regenerate", "1");
+      body.set("message", "");
+      const last = list.querySelector("article.msg:last-of-type");
+      if (last && last.dataset.role === "assistant") last.remove();
+    }
+    document.querySelector("[data-empty-chat]")?.remove();
+    let sentBubble = null;
+    if (!regenerate) {
+      sentBubble = userBubble(text);
+      list.appendChild(sentBubble);
+    }
+    const reply = replyBubble();
+    list.appendChild(reply.article);
+    scrollDown();
+    controller = new AbortController();
+    setBusy(true);
+    let finished = false;
+    let received = "";
+    try {
+      const response = await fetch(form.action, {
+        method: "POST",
+        body,
+        headers: { "X-CSRFToken": window.panelCsrfToken(), Accept: "text/event-stream" },
+        credentials: "same-origin",
+        signal: controller.signal,
+      });
+      if (!response.ok || !(response.headers.get("Content-Type") || "").startsWith("text/event-stream")) {
+        let message = `${response.status}`;
+        try { message = (await response.json()).error || message; } catch (err) { /* not JSON */ }
+        // Nothing was saved: take the bubbles back and leave the text in the input.
+        reply.article.remove();
+        if (sentBubble) sentBubble.remove();
+        status.textContent = message;
+        status.classList.add("error");
+        finished = true;
+        return;
+      }
+      if (!regenerate) input.value = "";
+      status.classList.remove("error");
+      const parse = sseParser((name, data) => {
+        if (name === "meta") {
+          rememberConversation(data.conversation, text.trim().slice(0, 80));
+          reply.article.dataset.messageId = data.message;
+        } else if (name === "delta") {
+          received += data.text;
+          reply.body.textContent = received;
+          reply.meta.textContent = "";
+          scrollDown();
+        } else if (name === "done") {
+          finished = true;
+          reply.article.className = "msg assistant complete";
+          reply.body.removeAttribute("dir");
+          reply.body.innerHTML = data.html; // sanitized on the server (markdown-it + nh3)
+          addCopyButtons(reply.body);
+          reply.meta.textContent = describeUsage(data);
+          addRegenerate(reply.article);
+        } else if (name === "error") {
+          finished = true;
+          reply.article.className = "msg assistant live error";
+          reply.meta.textContent = "";
+          reply.meta.appendChild(element("span", "status-error", data.message));
+          addRegenerate(reply.article);
+        }
+      });
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        parse(value);
+      }
+      if (!finished) {
+        reply.meta.textContent = strings.network;
+      }
+    } catch (err) {
+      if (err.name === "AbortError") {
+        reply.article.className = "msg assistant live stopped";
+        reply.meta.textContent = strings.stopped;
+        addRegenerate(reply.article);
+      } else {
+        reply.meta.textContent = strings.network;
+      }
+    } finally {
+      controller = null;
+      setBusy(false);
+      input.focus();
+    }
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    send();
+  });
+
+  // Enter sends; Shift+Enter breaks the line (and IME composition is left alone).
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      send();
+    }
+  });
+
+  stopButton.addEventListener("click", () => {
+    if (controller) controller.abort();
+  });
+
+  // Existing messages: copy buttons, and Regenerate on the last reply.
+  addCopyButtons(list);
+  const articles = list.querySelectorAll("article.msg");
+  const last = articles[articles.length - 1];
+  if (last && last.dataset.role === "assistant") addRegenerate(last);
+  scrollDown();
+})();

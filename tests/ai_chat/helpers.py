@@ -1,0 +1,50 @@
+"""Helpers for driving the stream endpoint with Django's async test client."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.test import AsyncClient
+
+STREAM = "/ai-chat/stream/"
+
+
+def parse_events(raw: str) -> list[tuple[str, Any]]:
+    """Parse server-sent events; comments (keep-alives) come back as ("comment", text)."""
+    events: list[tuple[str, Any]] = []
+    for block in raw.split("\n\n"):
+        if not block.strip():
+            continue
+        name, data = "message", []
+        for line in block.split("\n"):
+            if line.startswith(":"):
+                events.append(("comment", line[1:].strip()))
+            elif line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].lstrip())
+        if data:
+            events.append((name, json.loads("\n".join(data))))
+    return events
+
+
+async def client_for(user) -> AsyncClient:
+    client = AsyncClient()
+    await client.aforce_login(user)
+    return client
+
+
+async def read_all(response) -> str:
+    parts = []
+    async for chunk in response.streaming_content:
+        parts.append(chunk.decode() if isinstance(chunk, bytes) else chunk)
+    return "".join(parts)
+
+
+async def stream(client: AsyncClient, **data: Any):
+    """POST to the stream endpoint; return (response, events) — events empty for a 4xx."""
+    response = await client.post(STREAM, data)
+    if response.status_code != 200:
+        return response, []
+    return response, parse_events(await read_all(response))
