@@ -2,13 +2,121 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections import defaultdict
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Count, Q, Sum
+from django.db.models.functions import Coalesce, TruncDate
 from django.http import HttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from ai_chat.models import Conversation, Message, Role
+from api_manager import stats
+from api_manager.models import ProviderKey, ProviderName, UsageRecord, month_start
+from core.charts import stacked_bars
 from core.http import AuthenticatedHttpRequest
+
+NEAR_BUDGET = 0.8
+RECENT_ERROR_DAYS = 7
+
+
+def _usage_by_day_key_provider(records, first_day: dt.date) -> list[dict[str, Any]]:
+    """One query: tokens and cost per day, key label and provider since `first_day`."""
+    start = timezone.make_aware(dt.datetime.combine(first_day, dt.time.min))
+    return list(
+        records.filter(created_at__gte=start)
+        .annotate(day=TruncDate("created_at", tzinfo=timezone.get_current_timezone()))
+        .values("day", "key_label", "provider")
+        .annotate(
+            tokens_in=Coalesce(Sum("input_tokens"), 0),
+            tokens_out=Coalesce(Sum("output_tokens"), 0),
+            cost=Coalesce(Sum("cost"), Decimal("0")),
+        )
+        .order_by("key_label", "day")
+    )
 
 
 @require_GET
 def index(request: AuthenticatedHttpRequest) -> HttpResponse:
-    return render(request, "dashboard/index.html", {"page": "dashboard"})
+    # Queries: session, user, conversation counts, message counts, usage per day/key/provider,
+    # keys with this month's tokens, recent conversations; for admins, usage per user.
+    user = request.user
+    now = timezone.localtime()
+    today_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    this_month = month_start(now)
+
+    conversations = Conversation.objects.filter(owner=user).aggregate(
+        today=Count("id", filter=Q(created_at__gte=today_start)),
+        month=Count("id", filter=Q(created_at__gte=this_month)),
+        total=Count("id"),
+    )
+    messages = Message.objects.filter(conversation__owner=user, role=Role.USER).aggregate(
+        today=Count("id", filter=Q(created_at__gte=today_start)),
+        month=Count("id", filter=Q(created_at__gte=this_month)),
+    )
+
+    # Admins see the team's usage; everyone else their own.
+    records = UsageRecord.objects.all() if user.is_staff else UsageRecord.objects.filter(user=user)
+    days = stats.last_days(30)
+    first_day = min(days[0], this_month.date())
+    rows = _usage_by_day_key_provider(records, first_day)
+    day_index = {day: i for i, day in enumerate(days)}
+    per_key: dict[str, list[int]] = defaultdict(lambda: [0] * len(days))
+    per_provider = {
+        p: {"label": label, "tokens_in": 0, "tokens_out": 0, "cost": Decimal("0")}
+        for p, label in ProviderName.choices
+    }
+    for row in rows:
+        if row["day"] in day_index:
+            per_key[row["key_label"] or "—"][day_index[row["day"]]] += (
+                row["tokens_in"] + row["tokens_out"]
+            )
+        if row["day"] >= this_month.date() and row["provider"] in per_provider:
+            totals = per_provider[row["provider"]]
+            totals["tokens_in"] += row["tokens_in"]
+            totals["tokens_out"] += row["tokens_out"]
+            totals["cost"] += row["cost"]
+    chart = stacked_bars([d.strftime("%m-%d") for d in days], list(per_key.items()))
+
+    keys = list(ProviderKey.objects.usable_by(user).with_month_tokens())
+    recent_error = now - dt.timedelta(days=RECENT_ERROR_DAYS)
+    attention = [
+        k
+        for k in keys
+        if (k.last_error_at and k.last_error_at >= recent_error)
+        or (k.budget_used_ratio is not None and k.budget_used_ratio >= NEAR_BUDGET)
+    ]
+    recent = list(Conversation.objects.filter(owner=user).only("id", "title", "updated_at")[:6])
+
+    team: list[dict[str, Any]] = []
+    if user.is_staff:
+        team = list(
+            UsageRecord.objects.filter(created_at__gte=this_month, user__isnull=False)
+            .values("user__username")
+            .annotate(
+                requests=Count("id"),
+                tokens=Coalesce(Sum("input_tokens"), 0) + Coalesce(Sum("output_tokens"), 0),
+                cost=Coalesce(Sum("cost"), Decimal("0")),
+            )
+            .order_by("-tokens")[:20]
+        )
+
+    context = {
+        "page": "dashboard",
+        "conversations": conversations,
+        "messages_count": messages,
+        "providers": list(per_provider.values()),
+        "month_cost": sum((p["cost"] for p in per_provider.values()), Decimal("0")),
+        "keys_active": sum(1 for k in keys if k.is_active),
+        "keys_total": len(keys),
+        "attention": attention,
+        "chart": chart,
+        "recent": recent,
+        "team": team,
+        "team_scope": user.is_staff,
+    }
+    return render(request, "dashboard/index.html", context)

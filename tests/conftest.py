@@ -86,3 +86,15 @@ def make_key(owner, fake=None, *, provider="openai", secret=None, **fields):
     key.set_secret(secret or (OPENAI_SECRET if provider == "openai" else ANTHROPIC_SECRET))
     key.save()
     return key
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _close_async_thread_connections(django_db_setup, django_db_blocker):
+    """Async tests run ORM calls in asgiref's shared sync thread; close its connection before
+    the test database is dropped (PostgreSQL refuses to drop a database in use)."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    with django_db_blocker.unblock():
+        SyncToAsync.single_thread_executor.submit(connections.close_all).result()

@@ -1,0 +1,95 @@
+"""The dashboard: cards, chart, recent conversations, team usage, empty state, query budget."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from ai_chat.models import Conversation, Message, Role
+from api_manager.models import UsageRecord
+from tests.conftest import make_key
+
+
+def usage(key, user, count, tokens=(10, 20), cost="0.01"):
+    now = timezone.now()
+    UsageRecord.objects.bulk_create(
+        UsageRecord(
+            key=key,
+            key_label=key.label,
+            user=user,
+            provider=key.provider,
+            model="m",
+            input_tokens=tokens[0],
+            output_tokens=tokens[1],
+            cost=Decimal(cost),
+            created_at=now - dt.timedelta(minutes=i),
+        )
+        for i in range(count)
+    )
+
+
+def test_an_empty_dashboard_says_to_add_a_key_first(alice_client):
+    html = alice_client.get("/").content.decode()
+    assert "Add an API key" in html
+    assert "No conversations yet" in html
+
+
+def test_the_dashboard_shows_counts_tokens_cost_and_recent_conversations(alice_client, alice):
+    key = make_key(alice, label="Daily key")
+    conversation = Conversation.objects.create(owner=alice, title="Yesterday's plan")
+    Message.objects.create(conversation=conversation, role=Role.USER, content="hi")
+    usage(key, alice, 3)
+    html = alice_client.get("/").content.decode()
+    assert "Yesterday&#x27;s plan" in html
+    assert "90" in html  # 3 × 30 tokens this month for OpenAI
+    assert "$0.0300" in html
+    assert "<rect" in html  # the chart has bars
+    assert "Daily key" in html  # the chart's legend names the key
+    assert "Add an API key" not in html
+
+
+def test_a_user_sees_only_their_own_usage_and_no_team_table(alice_client, alice, bob):
+    bob_key = make_key(bob, label="Bob key")
+    usage(bob_key, bob, 5, tokens=(1000, 1000))
+    html = alice_client.get("/").content.decode()
+    assert "Bob key" not in html
+    assert "Team usage" not in html
+
+
+def test_an_admin_sees_the_team_usage_per_user(admin_client, alice, bob):
+    usage(make_key(alice), alice, 2)
+    usage(make_key(bob, label="b"), bob, 1)
+    html = admin_client.get("/").content.decode()
+    assert "Team usage this month" in html
+    assert "alice" in html and "bob" in html
+
+
+def test_keys_with_recent_errors_or_near_budget_need_attention(alice_client, alice):
+    failing = make_key(alice, label="Failing key")
+    failing.record_error("The provider rejected the API key (401).")
+    near = make_key(alice, label="Thrifty key", monthly_token_budget=100)
+    usage(near, alice, 3)  # 90 of 100
+    html = alice_client.get("/").content.decode()
+    assert "Keys that need attention" in html
+    assert "Failing key" in html
+    assert "near its monthly budget" in html
+
+
+@pytest.mark.parametrize("size", [3, 300])
+def test_the_dashboard_query_count_is_constant(
+    admin_client, admin_user, alice, django_assert_num_queries, size
+):
+    keys = [make_key(alice, label=f"k{i}") for i in range(3)]
+    for i in range(size):
+        conversation = Conversation.objects.create(owner=admin_user, title=f"c{i}")
+        Message.objects.create(conversation=conversation, role=Role.USER, content="x")
+    for key in keys:
+        usage(key, alice, size)
+    # 1 session, 2 user, 3 conversation counts, 4 message counts, 5 usage by day/key/provider,
+    # 6 keys with month tokens, 7 recent conversations, 8 team usage per user
+    with django_assert_num_queries(8):
+        response = admin_client.get("/")
+    assert response.status_code == 200
