@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anthropic
+from django.utils.translation import gettext as _
 
 from api_manager.providers.base import (
     ChatRequest,
@@ -28,15 +29,21 @@ def map_error(exc: Exception) -> ProviderError:
     if isinstance(exc, ProviderError):
         return exc
     if isinstance(exc, anthropic.APITimeoutError):
-        return TimeoutError(f"{LABEL} did not answer in time.")
+        return TimeoutError(_("%(provider)s did not answer in time.") % {"provider": LABEL})
     if isinstance(exc, anthropic.APIConnectionError):
-        return ProviderError(f"Could not reach {LABEL} at the configured base URL.")
+        return ProviderError(
+            _("Could not reach %(provider)s at the configured base URL.") % {"provider": LABEL}
+        )
     if isinstance(exc, anthropic.APIStatusError):
         return status_error(exc.status_code, LABEL)
     if isinstance(exc, anthropic.APIError):
         # An `error` event in the middle of the stream (for example overloaded_error).
-        return ProviderError(f"{LABEL} sent an error in the middle of the reply.")
-    return transport_error(exc) or ProviderError(f"Unexpected failure talking to {LABEL}.")
+        return ProviderError(
+            _("%(provider)s sent an error in the middle of the reply.") % {"provider": LABEL}
+        )
+    return transport_error(exc) or ProviderError(
+        _("Unexpected failure talking to %(provider)s.") % {"provider": LABEL}
+    )
 
 
 def mid_stream_error(exc: Exception) -> ProviderError:
@@ -44,7 +51,10 @@ def mid_stream_error(exc: Exception) -> ProviderError:
     if isinstance(exc, anthropic.APIConnectionError) and not isinstance(
         exc, anthropic.APITimeoutError
     ):
-        return ProviderError("The connection to Anthropic was lost in the middle of the reply.")
+        return ProviderError(
+            _("The connection to %(provider)s was lost in the middle of the reply.")
+            % {"provider": LABEL}
+        )
     return map_error(exc)
 
 

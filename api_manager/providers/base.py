@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from django.utils.translation import gettext as _
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -150,35 +152,47 @@ def transport_error(exc: BaseException) -> ProviderError | None:
     """Map an HTTP transport failure (raised mid-stream, outside the SDK's own errors)."""
     names = {cls.__name__ for cls in type(exc).__mro__}
     if "TimeoutException" in names:
-        return TimeoutError("The provider stopped sending in the middle of the reply (timed out).")
+        return TimeoutError(
+            _("The provider stopped sending in the middle of the reply (timed out).")
+        )
     if names & {"TransportError", "StreamError", "RemoteProtocolError"}:
-        return ProviderError("The connection to the provider was lost in the middle of the reply.")
+        return ProviderError(
+            _("The connection to the provider was lost in the middle of the reply.")
+        )
     return None
 
 
 def status_error(status: int | None, provider_label: str) -> ProviderError:
     """The safe message for an HTTP status from the provider."""
+    p = {"provider": provider_label}
     if status == 401:
         return AuthError(
-            f"{provider_label} rejected the API key (401). Check the key.", status=status
+            _("%(provider)s rejected the API key (401). Check the key.") % p, status=status
         )
     if status == 403:
         return AuthError(
-            f"{provider_label} says this key has no permission for that (403).", status=status
+            _("%(provider)s says this key has no permission for that (403).") % p, status=status
         )
     if status == 429:
         return RateLimitError(
-            f"{provider_label} is rate limiting this key (429). Wait a moment and try again.",
+            _("%(provider)s is rate limiting this key (429). Wait a moment and try again.") % p,
             status=status,
         )
     if status == 404:
         return BadRequestError(
-            f"{provider_label} does not know this model or endpoint (404). Check the model name and base URL.",
+            _(
+                "%(provider)s does not know this model or endpoint (404). Check the model name and base URL."
+            )
+            % p,
             status=status,
         )
     if status is not None and 400 <= status < 500:
-        return BadRequestError(f"{provider_label} refused the request ({status}).", status=status)
+        return BadRequestError(
+            _("%(provider)s refused the request (%(status)s).") % {**p, "status": status},
+            status=status,
+        )
     return ProviderError(
-        f"{provider_label} had an internal error ({status or 'no status'}). Try again.",
+        _("%(provider)s had an internal error (%(status)s). Try again.")
+        % {**p, "status": status or "—"},
         status=status,
     )

@@ -125,10 +125,14 @@
     };
   }
 
+  // Numbers in the page's language (Persian digits in Persian).
+  const numberFormat = new Intl.NumberFormat(document.documentElement.lang || undefined);
+
   function describeUsage(data) {
     const usage = data.usage || {};
-    const parts = [`${usage.input_tokens ?? 0} → ${usage.output_tokens ?? 0} ${strings.tokens}`];
-    if (data.total_ms) parts.push(`${data.total_ms} ms`);
+    const n = (value) => numberFormat.format(value ?? 0);
+    const parts = [`${n(usage.input_tokens)} → ${n(usage.output_tokens)} ${strings.tokens}`];
+    if (data.total_ms) parts.push(`${n(data.total_ms)} ms`);
     return parts.join(" · ");
   }
 
