@@ -22,3 +22,6 @@ STORAGES = {
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 SESSION_COOKIE_SECURE = False
 CSRF_COOKIE_SECURE = False
+# The browser tests serve the ASGI app itself (no collectstatic): let whitenoise find files.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True
