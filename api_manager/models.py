@@ -11,6 +11,7 @@ from django.db.models import Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_variables
 
 from api_manager.providers import ProviderConfig
 from core import crypto
@@ -79,6 +80,7 @@ class ProviderKey(models.Model):
         return f"<ProviderKey {self.pk} {self.provider} {crypto.mask(self.last4)}>"
 
     # -- the secret --------------------------------------------------------------------
+    @sensitive_variables("plaintext")
     def set_secret(self, plaintext: str) -> None:
         self.secret_encrypted = crypto.encrypt(plaintext)
         self.last4 = plaintext[-4:]
@@ -95,6 +97,7 @@ class ProviderKey(models.Model):
             return False
         return True
 
+    @sensitive_variables()
     def provider_config(self) -> ProviderConfig:
         return ProviderConfig(
             provider=self.provider,

@@ -11,6 +11,7 @@ from django.http import Http404, HttpResponse, HttpResponseRedirect, JsonRespons
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.translation import gettext as _
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_GET, require_POST
 
 from api_manager import stats
@@ -49,7 +50,9 @@ def settings_page(request: AuthenticatedHttpRequest) -> HttpResponse:
     )
 
 
+@sensitive_post_parameters("api_key")
 @require_POST
+@sensitive_variables("data")
 def add_key(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = ProviderKeyForm(request.POST)
     if not form.is_valid():
@@ -106,6 +109,7 @@ async def _list_models(config: ProviderConfig) -> dict[str, object]:
 
 
 @require_POST
+@sensitive_variables("config")
 async def test_key(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """Test a saved key: list the provider's models, or say in plain words what is wrong."""
     user = await request.auser()
@@ -127,7 +131,9 @@ async def test_key(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     return JsonResponse(result)
 
 
+@sensitive_post_parameters("api_key")
 @require_POST
+@sensitive_variables("data", "config")
 async def check_new_key(request: AuthenticatedHttpRequest) -> HttpResponse:
     """The wizard's live test: validate the unsaved form and list the provider's models."""
     form = ProviderKeyForm(request.POST, require_label=False)

@@ -12,6 +12,7 @@ from functools import lru_cache
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.signals import setting_changed
+from django.views.decorators.debug import sensitive_variables
 
 
 class DecryptionError(Exception):
@@ -27,6 +28,7 @@ def fernet() -> MultiFernet:
     return _fernet(tuple(settings.ENCRYPTION_KEYS))
 
 
+@sensitive_variables("plaintext")
 def encrypt(plaintext: str) -> str:
     """Return the Fernet token (ASCII) for `plaintext`, made with the newest key."""
     return fernet().encrypt(plaintext.encode()).decode("ascii")

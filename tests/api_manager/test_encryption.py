@@ -100,3 +100,39 @@ def test_adding_a_key_logs_no_secret(alice_client, caplog):
         "/api-manager/keys/add/", {"provider": "anthropic", "label": "k", "api_key": OPENAI_SECRET}
     )
     assert OPENAI_SECRET not in caplog.text
+
+
+def test_the_error_report_hides_the_pasted_key(alice):
+    """A crash while adding a key: the report Django mails or logs (DEBUG off) has no secret,
+    neither in the POST data nor in the view's local variables."""
+    import sys
+    from unittest import mock
+
+    from django.core.signals import got_request_exception
+    from django.test import Client
+    from django.views.debug import ExceptionReporter
+
+    reports = []
+
+    def capture(sender, request, **kwargs):
+        reports.append(
+            ExceptionReporter(request, *sys.exc_info(), is_email=True).get_traceback_text()
+        )
+
+    got_request_exception.connect(capture)
+    client = Client(raise_request_exception=False)
+    client.force_login(alice)
+    try:
+        with mock.patch.object(ProviderKey, "save", side_effect=RuntimeError("database on fire")):
+            response = client.post(
+                "/api-manager/keys/add/",
+                {"provider": "openai", "label": "k", "api_key": OPENAI_SECRET},
+            )
+    finally:
+        got_request_exception.disconnect(capture)
+    assert response.status_code == 500
+    assert OPENAI_SECRET.encode() not in response.content
+    assert len(reports) == 1
+    assert "database on fire" in reports[0]
+    assert "api_key" in reports[0]  # the POST field is listed, its value hidden
+    assert OPENAI_SECRET not in reports[0]
