@@ -48,6 +48,7 @@ class Conversation(models.Model):
 class Role(models.TextChoices):
     USER = "user", _("user")
     ASSISTANT = "assistant", _("assistant")
+    TOOL = "tool", _("tool result")
 
 
 class Status(models.TextChoices):
@@ -75,6 +76,10 @@ class Message(models.Model):
     )
     first_token_ms = models.PositiveIntegerField(null=True, blank=True)
     total_ms = models.PositiveIntegerField(null=True, blank=True)
+    # Assistant messages: the model's tool calls, each with its approval state and result.
+    tool_calls = models.JSONField(default=list, blank=True)
+    # Tool messages: which call this result answers.
+    tool_call_id = models.CharField(max_length=100, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -92,3 +97,90 @@ class Message(models.Model):
         self.content = text
         self.search_text = normalize_for_search(text)
         self.content_html = render_markdown(text) if self.role == Role.ASSISTANT else ""
+
+
+class ActionKind(models.TextChoices):
+    QUERY = "query", _("query")
+    APPEND = "append", _("append preview")
+    CONFIRM = "confirm", _("append confirm")
+    UNDO = "undo", _("undo")
+
+
+class ActionOutcome(models.TextChoices):
+    OK = "ok", _("done")
+    REFUSED = "refused", _("refused")
+    FORBIDDEN = "forbidden", _("forbidden")
+    CONFLICT = "conflict", _("conflict")
+    ERROR = "error", _("error")
+
+
+class ActionLog(models.Model):
+    """Every action request, allowed or refused. Written once, never edited."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    kind = models.CharField(max_length=10, choices=ActionKind.choices)
+    input = models.TextField(blank=True)
+    outcome = models.CharField(max_length=10, choices=ActionOutcome.choices)
+    error = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    rows = models.PositiveIntegerField(null=True, blank=True)
+    path = models.CharField(max_length=500, blank=True)
+    file_hash = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [
+            ("run_query", "Can run read-only ORM queries through the assistant"),
+            ("write_files", "Can append to files under FILE_ACTIONS_ROOT"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.outcome}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if not self._state.adding:
+            raise PermissionError("The audit log is append-only.")
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
+        raise PermissionError("The audit log is append-only.")
+
+
+class ChangeStatus(models.TextChoices):
+    PENDING = "pending", _("pending")
+    APPLIED = "applied", _("applied")
+    UNDONE = "undone", _("undone")
+    SUPERSEDED = "superseded", _("superseded")
+    REJECTED = "rejected", _("rejected")
+
+
+class FileChange(models.Model):
+    """An append: previewed (pending), then applied once, and possibly undone."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    path = models.CharField(max_length=500)
+    content = models.TextField()
+    token_hash = models.CharField(max_length=64, unique=True)
+    # The file as previewed: its size and the hash of those bytes (empty for a new file).
+    base_size = models.BigIntegerField(default=0)
+    base_hash = models.CharField(max_length=64)
+    created_new = models.BooleanField(default=False)
+    status = models.CharField(
+        max_length=12, choices=ChangeStatus.choices, default=ChangeStatus.PENDING
+    )
+    expires_at = models.DateTimeField()
+    applied_at = models.DateTimeField(null=True, blank=True)
+    # The bytes before the append (restored by undo) and the whole file's hash after it.
+    backup = models.BinaryField(null=True, blank=True, editable=False)
+    backup_size = models.BigIntegerField(null=True, blank=True)
+    after_hash = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.path} ({self.status})"

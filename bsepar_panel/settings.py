@@ -263,3 +263,108 @@ LOGGING = {
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
 }
+
+# The assistant's actions (ai_chat/actions). Queryable models, their allowed fields (relations
+# included: a relation may only be followed to another model listed here) and the path to
+# each row's owner: non-superusers see only their own rows.
+ACTIONS_QUERY_MODELS = {
+    "Conversation": {
+        "model": "ai_chat.Conversation",
+        "fields": [
+            "id",
+            "title",
+            "model",
+            "system_prompt",
+            "created_at",
+            "updated_at",
+            "owner",
+            "messages",
+        ],
+        "owner": "owner",
+    },
+    "Message": {
+        "model": "ai_chat.Message",
+        "fields": [
+            "id",
+            "conversation",
+            "role",
+            "content",
+            "status",
+            "error_code",
+            "model",
+            "usage",
+            "first_token_ms",
+            "total_ms",
+            "created_at",
+        ],
+        "owner": "conversation__owner",
+    },
+    "UsageRecord": {
+        "model": "api_manager.UsageRecord",
+        "fields": [
+            "id",
+            "key_label",
+            "user",
+            "provider",
+            "model",
+            "input_tokens",
+            "output_tokens",
+            "estimated",
+            "cost",
+            "first_token_ms",
+            "total_ms",
+            "status",
+            "error_code",
+            "created_at",
+        ],
+        "owner": "user",
+    },
+    "User": {
+        "model": "auth.User",
+        "fields": [
+            "id",
+            "username",
+            "first_name",
+            "last_name",
+            "is_active",
+            "date_joined",
+            "conversations",
+            "usage",
+        ],
+        "owner": "id",
+    },
+}
+ACTIONS_QUERY_MAX_ROWS = env.int("ACTIONS_QUERY_MAX_ROWS", default=500)
+ACTIONS_QUERY_MAX_OFFSET = env.int("ACTIONS_QUERY_MAX_OFFSET", default=10_000)
+ACTIONS_QUERY_MAX_BYTES = env.int("ACTIONS_QUERY_MAX_BYTES", default=1_000_000)
+ACTIONS_QUERY_TIMEOUT_MS = env.int("ACTIONS_QUERY_TIMEOUT_MS", default=5000)
+FILE_ACTIONS_EXTENSIONS = env.list(
+    "FILE_ACTIONS_EXTENSIONS",
+    default=[
+        ".py",
+        ".md",
+        ".txt",
+        ".rst",
+        ".js",
+        ".ts",
+        ".css",
+        ".html",
+        ".json",
+        ".yaml",
+        ".yml",
+        ".toml",
+        ".sql",
+        ".csv",
+    ],
+)
+FILE_ACTIONS_DENY_NAMES = [
+    "settings.py",
+    "manage.py",
+    "wsgi.py",
+    "asgi.py",
+    "conftest.py",
+    "setup.py",
+]
+FILE_ACTIONS_MAX_APPEND_BYTES = env.int("FILE_ACTIONS_MAX_APPEND_BYTES", default=64 * 1024)
+FILE_ACTIONS_MAX_FILE_BYTES = env.int("FILE_ACTIONS_MAX_FILE_BYTES", default=1024 * 1024)
+FILE_ACTIONS_TOKEN_SECONDS = env.int("FILE_ACTIONS_TOKEN_SECONDS", default=600)

@@ -18,6 +18,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api-manager/", include("api_manager.urls")),
     path("ai-chat/", include("ai_chat.urls")),
+    path("api/actions/", include("ai_chat.actions.urls")),
     path("", include("dashboard.urls")),
 ]
 
