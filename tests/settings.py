@@ -25,3 +25,12 @@ CSRF_COOKIE_SECURE = False
 # The browser tests serve the ASGI app itself (no collectstatic): let whitenoise find files.
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
+
+# SQLite tests use a file, not shared-cache memory: concurrent writers then wait for each
+# other (busy timeout) as they do in production, instead of failing at once.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    import tempfile
+
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.path.join(tempfile.gettempdir(), f"bsepar-test-{os.getpid()}.sqlite3")
+    }  # noqa: F405

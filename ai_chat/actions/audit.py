@@ -11,6 +11,11 @@ from ai_chat.models import ActionLog
 MAX_INPUT_CHARS = 20_000
 
 
+def storable(text: str) -> str:
+    """Text any database can store: NUL bytes and lone surrogates are escaped, not lost."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
 def record(
     user: Any,
     kind: str,
@@ -34,11 +39,11 @@ def record(
     return ActionLog.objects.create(
         user=user if getattr(user, "is_authenticated", False) else None,
         kind=kind,
-        input=text[:MAX_INPUT_CHARS],
+        input=storable(text)[:MAX_INPUT_CHARS],
         outcome=outcome,
-        error=error[:2000],
+        error=storable(error)[:2000],
         duration_ms=int((time.monotonic() - started) * 1000),
         rows=rows,
-        path=path[:500],
+        path=storable(path)[:500],
         file_hash=file_hash,
     )

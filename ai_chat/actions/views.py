@@ -7,6 +7,7 @@ import logging
 import time
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.http import require_POST
@@ -24,12 +25,23 @@ class BadBody(Exception):
 
 def _body(request: AuthenticatedHttpRequest) -> dict[str, Any]:
     try:
-        data = json.loads(request.body or b"{}")
+        raw = request.body
+    except RequestDataTooBig:
+        raise BadBody("The request is too large.") from None
+    try:
+        data = json.loads(raw or b"{}")
     except (ValueError, UnicodeDecodeError):
         raise BadBody("The request body is not valid JSON.") from None
     if not isinstance(data, dict):
         raise BadBody("The request body must be a JSON object.")
     return data
+
+
+def _raw_excerpt(request: AuthenticatedHttpRequest) -> str:
+    try:
+        return request.body[:2000].decode(errors="replace")
+    except RequestDataTooBig:
+        return "(body too large)"
 
 
 def _refuse(
@@ -187,7 +199,7 @@ def query_view(request: AuthenticatedHttpRequest) -> HttpResponse:
         return _refuse(
             request,
             ActionKind.QUERY,
-            request.body[:2000].decode(errors="replace"),
+            _raw_excerpt(request),
             started,
             str(exc),
         )
@@ -203,7 +215,7 @@ def append_view(request: AuthenticatedHttpRequest) -> HttpResponse:
         return _refuse(
             request,
             ActionKind.APPEND,
-            request.body[:2000].decode(errors="replace"),
+            _raw_excerpt(request),
             started,
             str(exc),
         )
