@@ -20,12 +20,21 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
+from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from ai_chat.actions.tools import cards_for, tools_for
 from ai_chat.models import Conversation, Message, Role, Status
 from api_manager.models import ModelPrice, ProviderKey, UsageRecord, UsageStatus
-from api_manager.providers import ChatRequest, ProviderConfig, ProviderError, Usage, get_provider
+from api_manager.providers import (
+    ChatRequest,
+    ProviderConfig,
+    ProviderError,
+    ToolCall,
+    Usage,
+    get_provider,
+)
 from core import crypto
 
 logger = logging.getLogger(__name__)
@@ -48,12 +57,16 @@ class Turn:
     key: ProviderKey
     config: ProviderConfig
     request: ChatRequest
-    user_id: int
+    user: Any
     is_new: bool
 
 
 def sse(event: str, data: dict[str, Any]) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def _flag(value: Any) -> bool:
+    return str(value or "").lower() in {"1", "true", "on", "yes"}
 
 
 def _as_int(value: Any, what: str) -> int | None:
@@ -65,17 +78,18 @@ def _as_int(value: Any, what: str) -> int | None:
         raise TurnRefused(_("The %(what)s id is not valid.") % {"what": what}) from None
 
 
-def build_history(messages: list[Message], budget_chars: int) -> list[dict[str, str]]:
+def build_history(messages: list[Message], budget_chars: int) -> list[dict[str, Any]]:
     """The messages to send, oldest first, trimmed from the oldest to fit `budget_chars`.
 
     `messages` are newest first. A message is sent whole or not at all; failed replies with no
-    text are skipped; the history starts with a user turn and never has two turns of one role
-    in a row (they are joined).
+    text are skipped; the history starts with a user turn and never has two user or two plain
+    assistant turns in a row (they are joined). A tool call always travels with its results: a
+    call the user never decided gets a result saying so.
     """
     picked: list[Message] = []
     used = 0
     for message in messages:
-        if message.role == Role.ASSISTANT and not message.content:
+        if message.role == Role.ASSISTANT and not message.content and not message.tool_calls:
             continue
         cost = len(message.content)
         if picked and used + cost > budget_chars:
@@ -85,20 +99,55 @@ def build_history(messages: list[Message], budget_chars: int) -> list[dict[str, 
     picked.reverse()
     while picked and picked[0].role != Role.USER:
         picked.pop(0)
-    history: list[dict[str, str]] = []
+    history: list[dict[str, Any]] = []
+    open_calls: list[str] = []
+
+    def close_open_calls() -> None:
+        for call_id in open_calls:
+            history.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": call_id,
+                    "content": '{"error": "Not run: the user did not approve it."}',
+                }
+            )
+        open_calls.clear()
+
     for message in picked:
-        if history and history[-1]["role"] == message.role:
+        if message.role == Role.TOOL:
+            if message.tool_call_id in open_calls:
+                open_calls.remove(message.tool_call_id)
+                history.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": message.tool_call_id,
+                        "content": message.content,
+                    }
+                )
+            continue
+        close_open_calls()
+        if message.role == Role.ASSISTANT and message.tool_calls:
+            calls = [
+                ToolCall(c["id"], c["name"], c.get("arguments") or {}) for c in message.tool_calls
+            ]
+            history.append({"role": "assistant", "content": message.content, "tool_calls": calls})
+            open_calls.extend(c.id for c in calls)
+        elif history and history[-1]["role"] == message.role and "tool_calls" not in history[-1]:
             history[-1]["content"] += "\n\n" + message.content
         else:
             history.append({"role": message.role, "content": message.content})
+    close_open_calls()
     return history
 
 
 def _prepare(user: Any, data: dict[str, Any]) -> Turn:
     """Check everything, save the user's message and a `streaming` reply row; return the turn."""
-    regenerate = str(data.get("regenerate", "")).lower() in {"1", "true", "on", "yes"}
+    regenerate = _flag(data.get("regenerate"))
+    resume = _flag(data.get("continue"))
     text = str(data.get("message") or "")
-    if not regenerate:
+    if resume and regenerate:
+        raise TurnRefused(_("Choose either regenerate or continue."))
+    if not regenerate and not resume:
         if not text.strip():
             raise TurnRefused(_("Write a message first."))
         if len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
@@ -116,7 +165,7 @@ def _prepare(user: Any, data: dict[str, Any]) -> Turn:
         conversation = Conversation.objects.filter(pk=conversation_id, owner=user).first()
         if conversation is None:
             raise TurnRefused(_("No such conversation."), status=404)
-    elif regenerate:
+    elif regenerate or resume:
         raise TurnRefused(_("Nothing to regenerate in a new conversation."))
 
     key_id = _as_int(data.get("key"), "key")
@@ -167,9 +216,11 @@ def _prepare(user: Any, data: dict[str, Any]) -> Turn:
     earlier: list[Message] = []
     if conversation is not None:
         earlier = list(
-            conversation.messages.filter(Q(role=Role.USER) | ~Q(content=""))
+            conversation.messages.filter(
+                Q(role__in=[Role.USER, Role.TOOL]) | ~Q(content="") | ~Q(tool_calls=[])
+            )
             .order_by("-id")
-            .only("id", "role", "content", "status")[:200]
+            .only("id", "role", "content", "status", "tool_calls", "tool_call_id")[:200]
         )
     with transaction.atomic():
         is_new = conversation is None
@@ -192,6 +243,10 @@ def _prepare(user: Any, data: dict[str, Any]) -> Turn:
             conversation.messages.filter(role=Role.ASSISTANT, pk__gt=last_user.pk).delete()
             earlier = [m for m in earlier if m.pk not in stale]
             user_message = last_user
+        elif resume:
+            if not earlier or earlier[0].role != Role.TOOL:
+                raise TurnRefused(_("There is no action result to continue from."))
+            user_message = next((m for m in earlier if m.role == Role.USER), earlier[0])
         else:
             user_message = Message(conversation=conversation, role=Role.USER, created_at=now)
             user_message.set_content(text)
@@ -209,8 +264,9 @@ def _prepare(user: Any, data: dict[str, Any]) -> Turn:
         messages=build_history(earlier, settings.CHAT_CONTEXT_CHARS),
         system=conversation.system_prompt,
         max_tokens=settings.CHAT_MAX_OUTPUT_TOKENS,
+        tools=tools_for(user),
     )
-    return Turn(conversation, user_message, reply, key, config, request, user.pk, is_new)
+    return Turn(conversation, user_message, reply, key, config, request, user, is_new)
 
 
 async def prepare_turn(user: Any, data: dict[str, Any]) -> Turn:
@@ -230,9 +286,15 @@ def _finish(
     error: ProviderError | None,
     first_ms: int | None,
     total_ms: int,
+    calls: list[ToolCall] | None = None,
 ) -> None:
-    """Save the reply, its usage record and the key's last-used/last-error, in one transaction."""
-    request_chars = sum(len(m["content"]) for m in turn.request.messages) + len(turn.request.system)
+    """Save the reply, its usage record and the key's last-used/last-error, in one transaction.
+
+    Tool calls become approval cards on the reply (nothing runs until the user approves).
+    """
+    request_chars = sum(len(m["content"] or "") for m in turn.request.messages) + len(
+        turn.request.system
+    )
     input_tokens = (
         usage.input_tokens if usage and usage.input_tokens else estimate_tokens("x" * request_chars)
     )
@@ -247,7 +309,7 @@ def _finish(
         record = UsageRecord.objects.create(
             key=turn.key,
             key_label=turn.key.label,
-            user_id=turn.user_id,
+            user_id=turn.user.pk,
             provider=turn.key.provider,
             model=turn.request.model,
             input_tokens=input_tokens,
@@ -267,8 +329,11 @@ def _finish(
         reply.total_ms = total_ms
         reply.error_code = error.code if error else ""
         reply.error_message = error.message[:300] if error else ""
+        if calls and error is None:
+            reply.tool_calls = cards_for(turn.user, calls)
         reply.save(
             update_fields=[
+                "tool_calls",
                 "content",
                 "content_html",
                 "search_text",
@@ -302,6 +367,7 @@ async def run_turn(turn: Turn) -> AsyncIterator[str]:
     first_ms: int | None = None
     pieces: list[str] = []
     usage: Usage | None = None
+    calls: list[ToolCall] = []
     stream = get_provider(turn.config).stream(turn.request)
     iterator = stream.__aiter__()
     pending: asyncio.Future[Any] | None = None
@@ -314,7 +380,7 @@ async def run_turn(turn: Turn) -> AsyncIterator[str]:
         # Shielded: a second cancellation must not lose what arrived.
         await asyncio.shield(
             sync_to_async(_finish)(
-                turn, "".join(pieces), status, usage, error, first_ms, elapsed_ms()
+                turn, "".join(pieces), status, usage, error, first_ms, elapsed_ms(), calls
             )
         )
 
@@ -334,6 +400,8 @@ async def run_turn(turn: Turn) -> AsyncIterator[str]:
                 break
             if chunk.usage is not None:
                 usage = chunk.usage
+            if chunk.tool_call is not None:
+                calls.append(chunk.tool_call)
             if chunk.text:
                 if first_ms is None:
                     first_ms = elapsed_ms()
@@ -372,5 +440,12 @@ async def run_turn(turn: Turn) -> AsyncIterator[str]:
             "html": turn.reply.content_html,
             "first_token_ms": first_ms,
             "total_ms": turn.reply.total_ms,
+            "tool_calls": turn.reply.tool_calls,
+            "cards_html": render_cards(turn.reply) if turn.reply.tool_calls else "",
         },
     )
+
+
+def render_cards(message: Message) -> str:
+    """The approval cards of `message`, as the page shows them."""
+    return render_to_string("ai_chat/tool_cards.html", {"message": message})

@@ -8,5 +8,6 @@ urlpatterns = [
     path("c/<int:pk>/", views.chat_page, name="conversation"),
     path("c/<int:pk>/rename/", views.rename, name="rename"),
     path("c/<int:pk>/delete/", views.delete, name="delete"),
+    path("c/<int:pk>/m/<int:message_id>/actions/<str:call_id>/", views.decide, name="decide"),
     path("stream/", views.stream, name="stream"),
 ]

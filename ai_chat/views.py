@@ -15,12 +15,14 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.shortcuts import render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from ai_chat import services
-from ai_chat.models import Conversation, Message
+from ai_chat.actions import tools
+from ai_chat.models import Conversation, Message, Role
 from api_manager.models import ProviderKey
 from core.http import AuthenticatedHttpRequest
 from core.text import normalize_for_search
@@ -109,6 +111,36 @@ def delete(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     conversation.delete()
     messages.success(request, _("Conversation deleted."))
     return HttpResponseRedirect(reverse("ai_chat:new"))
+
+
+@require_POST
+def decide(
+    request: AuthenticatedHttpRequest, pk: int, message_id: int, call_id: str
+) -> HttpResponse:
+    """Approve (run) or reject one action the assistant proposed; answers the new card."""
+    conversation = _get_conversation_for_user(request, pk)
+    reply = Message.objects.filter(
+        pk=message_id, conversation=conversation, role=Role.ASSISTANT
+    ).first()
+    if reply is None:
+        raise Http404("No such message")
+    decision = request.POST.get("decision", "")
+    if request.content_type == "application/json":
+        try:
+            decision = json.loads(request.body or b"{}").get("decision", "")
+        except (ValueError, AttributeError):
+            decision = ""
+    if decision not in {"approve", "reject"}:
+        return JsonResponse({"error": _("Say `approve` or `reject`.")}, status=400)
+    try:
+        card, settled = tools.decide(request.user, reply, call_id, decision == "approve")
+    except tools.DecisionRefused as exc:
+        return JsonResponse({"error": exc.message}, status=exc.status)
+    reply.refresh_from_db(fields=["tool_calls"])
+    html = render_to_string(
+        "ai_chat/tool_card.html", {"card": card, "message": reply}, request=request
+    )
+    return JsonResponse({"card": card, "html": html, "continue": settled})
 
 
 def _stream_input(request: AuthenticatedHttpRequest) -> dict[str, Any]:

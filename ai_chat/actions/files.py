@@ -247,6 +247,16 @@ def pending_by_token(user: Any, token: Any) -> FileChange:
     return change
 
 
+def pending_by_id(user: Any, change_id: int) -> FileChange:
+    """A pending, unexpired change of `user` (for approval cards, which hold no token)."""
+    change = FileChange.objects.filter(pk=change_id, user=user).first()
+    if change is None or change.status != ChangeStatus.PENDING:
+        raise FileRefused("That change is unknown or has already been decided.")
+    if change.expires_at <= timezone.now():
+        raise FileRefused("The preview has expired: ask for the change again.")
+    return change
+
+
 def apply(change: FileChange) -> FileChange:
     """Append a pending change under an exclusive lock; FileConflict if the file changed."""
     with transaction.atomic():

@@ -80,7 +80,22 @@ def to_anthropic_messages(request: ChatRequest) -> list[dict[str, Any]]:
             messages.append({"role": "assistant", "content": blocks})
         else:
             messages.append({"role": message["role"], "content": message["content"]})
-    return messages
+    return _join_same_roles(messages)
+
+
+def _join_same_roles(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Anthropic wants turns to alternate: join neighbours of one role into one block list."""
+    joined: list[dict[str, Any]] = []
+    for message in messages:
+        if joined and joined[-1]["role"] == message["role"]:
+            joined[-1]["content"] = _blocks(joined[-1]["content"]) + _blocks(message["content"])
+        else:
+            joined.append(dict(message))
+    return joined
+
+
+def _blocks(content: Any) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
 
 
 class AnthropicProvider(Provider):

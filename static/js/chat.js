@@ -146,10 +146,10 @@
   }
 
   // -- sending ---------------------------------------------------------------------------
-  async function send({ regenerate = false } = {}) {
+  async function send({ regenerate = false, resume = false } = {}) {
     if (controller) return;
-    const text = input.value;
-    if (!regenerate && !text.trim()) {
+    const text = resume ? "" : input.value;
+    if (!regenerate && !resume && !text.trim()) {
       input.focus();
       return;
     }
@@ -159,10 +159,13 @@
       body.set("message", "");
       const last = list.querySelector("article.msg:last-of-type");
       if (last && last.dataset.role === "assistant") last.remove();
+    } else if (resume) {
+      body.set("continue", "1");
+      body.set("message", "");
     }
     document.querySelector("[data-empty-chat]")?.remove();
     let sentBubble = null;
-    if (!regenerate) {
+    if (!regenerate && !resume) {
       sentBubble = userBubble(text);
       list.appendChild(sentBubble);
     }
@@ -192,7 +195,7 @@
         finished = true;
         return;
       }
-      if (!regenerate) input.value = "";
+      if (!regenerate && !resume) input.value = "";
       status.classList.remove("error");
       const parse = sseParser((name, data) => {
         if (name === "meta") {
@@ -210,6 +213,12 @@
           reply.body.innerHTML = data.html; // sanitized on the server (markdown-it + nh3)
           addCopyButtons(reply.body);
           reply.meta.textContent = describeUsage(data);
+          if (data.cards_html) {
+            // Approval cards, rendered (and escaped) by the server's templates.
+            const cards = element("div", "tool-cards");
+            cards.innerHTML = data.cards_html;
+            reply.body.after(cards);
+          }
           addRegenerate(reply.article);
         } else if (name === "error") {
           finished = true;
@@ -253,6 +262,49 @@
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       send();
+    }
+  });
+
+  // Approval cards: Run / Apply / Reject, and Undo of an applied change.
+  list.addEventListener("click", async (event) => {
+    const button = event.target instanceof HTMLElement ? event.target.closest("button") : null;
+    if (!button) return;
+    if (button.dataset.toolDecision) {
+      const card = button.closest(".tool-card");
+      card.querySelectorAll("button").forEach((b) => { b.disabled = true; });
+      const body = new FormData();
+      body.set("decision", button.dataset.toolDecision);
+      try {
+        const response = await fetch(button.dataset.url, {
+          method: "POST", body, credentials: "same-origin",
+          headers: { "X-CSRFToken": window.panelCsrfToken(), Accept: "application/json" },
+        });
+        const data = await response.json();
+        if (!response.ok) throw new Error(data.error || String(response.status));
+        const holder = element("div");
+        holder.innerHTML = data.html; // rendered and escaped by the server's template
+        card.replaceWith(holder.firstElementChild);
+        if (data.continue) send({ resume: true });
+      } catch (err) {
+        card.querySelectorAll("button").forEach((b) => { b.disabled = false; });
+        status.textContent = err.message;
+        status.classList.add("error");
+      }
+    } else if (button.dataset.undoUrl) {
+      button.disabled = true;
+      const response = await fetch(button.dataset.undoUrl, {
+        method: "POST", credentials: "same-origin",
+        headers: { "X-CSRFToken": window.panelCsrfToken(), "Content-Type": "application/json" },
+        body: "{}",
+      });
+      const data = await response.json();
+      if (response.ok) {
+        button.replaceWith(element("span", "muted small", strings.undone));
+      } else {
+        button.disabled = false;
+        status.textContent = data.error;
+        status.classList.add("error");
+      }
     }
   });
 

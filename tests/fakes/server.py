@@ -10,7 +10,9 @@ Behaviour is chosen per request, so concurrent tests and a browser can drive it:
   (the stream stops mid-way without a proper end), `[[slow]]` (the first token waits
   `slow_first_token` seconds), `[[long]]` (a reply of `long_words` words), `[[xss]]` (a reply
   carrying script, onerror and javascript: payloads), `[[echo-history]]` (the reply lists the
-  roles and contents it received).
+  roles and contents it received), `[[tool:query]]` / `[[tool:append]]` (the model calls the
+  run_query / append_to_file tool instead of answering). When the last message is a tool
+  result, the reply is "The tool returned: <its first 200 characters>".
 
 The reply to anything else is "Hello! You said: <the message>", one word per piece, each piece
 `word_delay` seconds after the last. Usage: input tokens are the words of every message sent
@@ -162,6 +164,9 @@ class FakeProviderServer:
         return len(text.split())
 
     def _reply_for(self, messages: list[dict[str, Any]]) -> str:
+        result = _tool_result(messages)
+        if result is not None:
+            return f"The tool returned: {result[:200]}"
         text = _last_user_text(messages)
         if "[[long]]" in text:
             return " ".join(f"word{i}" for i in range(self.long_words))
@@ -285,6 +290,54 @@ class FakeProviderServer:
             await send(chunk({"content": piece}))
 
         await send(chunk({"role": "assistant", "content": ""}))
+        tool = _wanted_tool(messages)
+        if tool is not None and body.get("tools"):
+            name, arguments = tool
+            encoded = json.dumps(arguments)
+            await send(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "call_fake_1",
+                                "type": "function",
+                                "function": {"name": name, "arguments": ""},
+                            }
+                        ]
+                    }
+                )
+            )
+            for start in range(0, len(encoded), 16):
+                await asyncio.sleep(self.word_delay)
+                await send(
+                    chunk(
+                        {
+                            "tool_calls": [
+                                {"index": 0, "function": {"arguments": encoded[start : start + 16]}}
+                            ]
+                        }
+                    )
+                )
+            await send(chunk({}, "tool_calls"))
+            if (body.get("stream_options") or {}).get("include_usage"):
+                await send(
+                    {
+                        "id": chunk_id,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model,
+                        "choices": [],
+                        "usage": {
+                            "prompt_tokens": input_tokens,
+                            "completion_tokens": 12,
+                            "total_tokens": input_tokens + 12,
+                        },
+                    }
+                )
+            await response.write(b"data: [DONE]\n\n")
+            self.completed_streams += 1
+            return response
         await self._stream_words(response, reply, text, emit)
         if "[[cut]]" in text:
             # Drop the connection without a finish_reason, usage or [DONE].
@@ -309,6 +362,46 @@ class FakeProviderServer:
         await response.write(b"data: [DONE]\n\n")
         self.completed_streams += 1
         return response
+
+    async def _anthropic_tool_use(self, send, name: str, arguments: dict[str, Any]) -> None:
+        encoded = json.dumps(arguments)
+        await send(
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {
+                    "type": "tool_use",
+                    "id": "toolu_fake_1",
+                    "name": name,
+                    "input": {},
+                },
+            },
+        )
+        for start in range(0, len(encoded), 16):
+            await asyncio.sleep(self.word_delay)
+            await send(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {
+                        "type": "input_json_delta",
+                        "partial_json": encoded[start : start + 16],
+                    },
+                },
+            )
+        await send("content_block_stop", {"type": "content_block_stop", "index": 0})
+        await send(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                "usage": {"output_tokens": 12},
+            },
+        )
+        await send("message_stop", {"type": "message_stop"})
+        self.completed_streams += 1
 
     async def anthropic_messages(self, request: web.Request) -> web.StreamResponse:
         flavour, key = self._flavour_and_key(request)
@@ -350,6 +443,10 @@ class FakeProviderServer:
                 },
             },
         )
+        tool = _wanted_tool(messages)
+        if tool is not None and body.get("tools"):
+            await self._anthropic_tool_use(send, *tool)
+            return response
         await send(
             "content_block_start",
             {
@@ -388,6 +485,42 @@ class FakeProviderServer:
         await send("message_stop", {"type": "message_stop"})
         self.completed_streams += 1
         return response
+
+
+TOOL_CALLS = {
+    "query": (
+        "run_query",
+        {
+            "code": 'Message.objects.filter(role="user").values("conversation__title").annotate(n=Count("id")).order_by("-n")[:10]'
+        },
+    ),
+    "append": ("append_to_file", {"path": "notes.md", "content": "def added():\n    return 42\n"}),
+}
+
+
+def _tool_result(messages: list[dict[str, Any]]) -> str | None:
+    """The text of a tool result if the last message is one (either wire format)."""
+    if not messages:
+        return None
+    last = messages[-1]
+    if last.get("role") == "tool":
+        return _text_of(last.get("content"))
+    content = last.get("content")
+    if last.get("role") == "user" and isinstance(content, list):
+        results = [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
+        if results:
+            return " ".join(_text_of(b.get("content")) for b in results)
+    return None
+
+
+def _wanted_tool(messages: list[dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:
+    if _tool_result(messages) is not None:
+        return None
+    text = _last_user_text(messages)
+    for name, call in TOOL_CALLS.items():
+        if f"[[tool:{name}]]" in text:
+            return call
+    return None
 
 
 def _last_user_text(messages: list[dict[str, Any]]) -> str:
