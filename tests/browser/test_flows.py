@@ -195,3 +195,46 @@ def test_the_csp_is_active_and_no_page_has_console_errors(live_asgi, page, alice
                 assert page.eval_on_selector("pre", "el => getComputedStyle(el).direction") == "ltr"
                 assert page.is_visible("pre .copy-btn")
     assert page.watch.errors == [], page.watch.errors
+
+
+def test_the_assistant_proposes_an_action_and_runs_it_only_after_approval(
+    live_asgi, page, fake, tmp_path, settings
+):
+    from django.contrib.auth.models import Permission, User
+
+    from ai_chat.models import ActionLog
+
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "notes.md").write_text("# Notes\n")
+    settings.FILE_ACTIONS_ROOT = str(workspace)
+    user = User.objects.create_user("olga", password=PASSWORD)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=["run_query", "write_files"]))
+    make_key(user, fake)
+    sign_in(page, live_asgi.url, "olga")
+    page.goto(f"{live_asgi.url}/ai-chat/")
+
+    page.fill("#chat-input", "[[tool:query]] how many messages per conversation?")
+    page.keyboard.press("Enter")
+    card = page.locator(".tool-card.pending")
+    card.wait_for()
+    assert "Message.objects.filter" in card.inner_text()
+    assert not ActionLog.objects.exists()
+    card.locator("[data-tool-decision=approve]").click()
+    page.locator(".tool-card.done table.result").wait_for()
+    page.locator("article.assistant.complete", has_text="The tool returned").wait_for()
+    screenshot(page, "en-chat-query-card")
+
+    page.fill("#chat-input", "[[tool:append]] add a function")
+    page.keyboard.press("Enter")
+    card = page.locator(".tool-card.pending")
+    card.wait_for()
+    assert "+def added():" in card.inner_text()
+    assert (workspace / "notes.md").read_text() == "# Notes\n"
+    card.locator("[data-tool-decision=approve]").click()
+    page.locator(".tool-card.applied").wait_for()
+    assert "def added()" in (workspace / "notes.md").read_text()
+    page.locator(".tool-card.applied [data-undo-url]").click()
+    page.locator(".tool-card.applied", has_text="Undone").wait_for()
+    assert (workspace / "notes.md").read_text() == "# Notes\n"
+    assert page.watch.errors == [], page.watch.errors
