@@ -19,7 +19,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Case, Q, Value, When
 from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -162,25 +162,39 @@ def _prepare(user: Any, data: dict[str, Any]) -> Turn:
     conversation: Conversation | None = None
     conversation_id = _as_int(data.get("conversation"), "conversation")
     if conversation_id is not None:
-        conversation = Conversation.objects.filter(pk=conversation_id, owner=user).first()
+        # One query for the conversation and its key.
+        conversation = (
+            Conversation.objects.select_related("key")
+            .filter(pk=conversation_id, owner=user)
+            .first()
+        )
         if conversation is None:
             raise TurnRefused(_("No such conversation."), status=404)
     elif regenerate or resume:
         raise TurnRefused(_("Nothing to regenerate in a new conversation."))
 
+    def usable(candidate: ProviderKey | None) -> ProviderKey | None:
+        if candidate is not None and (candidate.owner_id == user.pk or candidate.shared):
+            return candidate
+        return None
+
     key_id = _as_int(data.get("key"), "key")
     keys = ProviderKey.objects.usable_by(user)
-    if key_id is not None:
+    key: ProviderKey | None = None
+    if conversation is not None and conversation.key_id and key_id in (None, conversation.key_id):
+        key = usable(conversation.key)
+    elif key_id is not None:
         key = keys.filter(pk=key_id).first()
         if key is None:
             raise TurnRefused(_("No such API key."), status=404)
-    elif conversation is not None and conversation.key_id:
-        key = keys.filter(pk=conversation.key_id).first()
-    else:
-        key = None
     if key is None:
-        # The default: the user's newest active key, else the team's.
-        key = keys.filter(owner=user, is_active=True).first() or keys.filter(is_active=True).first()
+        # The default: the user's newest active key, else the team's newest.
+        key = (
+            keys.filter(is_active=True)
+            .annotate(theirs=Case(When(owner=user, then=Value(0)), default=Value(1)))
+            .order_by("theirs", "-created_at")
+            .first()
+        )
     if key is None:
         raise TurnRefused(_("There is no active API key: add one under API keys."), status=409)
     if not key.is_active:
@@ -220,45 +234,59 @@ def _prepare(user: Any, data: dict[str, Any]) -> Turn:
                 Q(role__in=[Role.USER, Role.TOOL]) | ~Q(content="") | ~Q(tool_calls=[])
             )
             .order_by("-id")
-            .only("id", "role", "content", "status", "tool_calls", "tool_call_id")[:200]
+            .only(
+                "id", "conversation_id", "role", "content", "status", "tool_calls", "tool_call_id"
+            )[:200]
         )
     with transaction.atomic():
         is_new = conversation is None
         if conversation is None:
-            title = " ".join(text.split())[:80]
-            conversation = Conversation(owner=user, title=title, created_at=now)
-        conversation.key = key
-        conversation.model = model
-        conversation.updated_at = now
-        if system is not None:
-            conversation.system_prompt = str(system)[: settings.CHAT_MAX_MESSAGE_CHARS]
-        conversation.save()
-        if regenerate:
-            last_user = next((m for m in earlier if m.role == Role.USER), None)
-            if last_user is None:
-                raise TurnRefused(_("Nothing to regenerate yet."))
-            stale = [m.pk for m in earlier if m.role == Role.ASSISTANT and m.pk > last_user.pk]
-            Message.objects.filter(pk__in=stale).delete()
-            # Also drop replies that were empty (errors), which `earlier` did not load.
-            conversation.messages.filter(role=Role.ASSISTANT, pk__gt=last_user.pk).delete()
-            earlier = [m for m in earlier if m.pk not in stale]
-            user_message = last_user
-        elif resume:
-            if not earlier or earlier[0].role != Role.TOOL:
-                raise TurnRefused(_("There is no action result to continue from."))
-            user_message = next((m for m in earlier if m.role == Role.USER), earlier[0])
+            conversation = Conversation.objects.create(
+                owner=user,
+                title=" ".join(text.split())[:80],
+                key=key,
+                model=model,
+                system_prompt=str(system or "")[: settings.CHAT_MAX_MESSAGE_CHARS],
+                created_at=now,
+                updated_at=now,
+            )
         else:
-            user_message = Message(conversation=conversation, role=Role.USER, created_at=now)
-            user_message.set_content(text)
-            user_message.save()
-            earlier.insert(0, user_message)
-        reply = Message.objects.create(
+            # Saved only when something changed; `updated_at` is bumped when the reply is saved.
+            changed = {"key": key, "model": model}
+            if system is not None:
+                changed["system_prompt"] = str(system)[: settings.CHAT_MAX_MESSAGE_CHARS]
+            changed = {k: v for k, v in changed.items() if getattr(conversation, k) != v}
+            for name, value in changed.items():
+                setattr(conversation, name, value)
+            if changed:
+                conversation.save(update_fields=list(changed))
+        reply = Message(
             conversation=conversation,
             role=Role.ASSISTANT,
             status=Status.STREAMING,
             model=model,
             created_at=now,
         )
+        if regenerate:
+            last_user = next((m for m in earlier if m.role == Role.USER), None)
+            if last_user is None:
+                raise TurnRefused(_("Nothing to regenerate yet."))
+            # Drop every reply after the last user message (empty failed ones included).
+            conversation.messages.filter(role=Role.ASSISTANT, pk__gt=last_user.pk).delete()
+            earlier = [m for m in earlier if not (m.role == Role.ASSISTANT and m.pk > last_user.pk)]
+            user_message = last_user
+            reply.save()
+        elif resume:
+            if not earlier or earlier[0].role != Role.TOOL:
+                raise TurnRefused(_("There is no action result to continue from."))
+            user_message = next((m for m in earlier if m.role == Role.USER), earlier[0])
+            reply.save()
+        else:
+            user_message = Message(conversation=conversation, role=Role.USER, created_at=now)
+            user_message.set_content(text)
+            # One INSERT for the user's message and the `streaming` reply row.
+            Message.objects.bulk_create([user_message, reply])
+            earlier.insert(0, user_message)
     request = ChatRequest(
         model=model,
         messages=build_history(earlier, settings.CHAT_CONTEXT_CHARS),

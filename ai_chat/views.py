@@ -158,7 +158,9 @@ def _stream_input(request: AuthenticatedHttpRequest) -> dict[str, Any]:
 @require_POST
 async def stream(request: AuthenticatedHttpRequest) -> HttpResponse:
     """POST /ai-chat/stream/: the reply as server-sent events (see the contract)."""
-    user = await request.auser()
+    # LoginRequiredMiddleware has loaded request.user already: reuse it (request.auser()
+    # would look the user up a second time).
+    user = request.user
     try:
         turn = await services.prepare_turn(user, _stream_input(request))
     except services.TurnRefused as exc:

@@ -89,7 +89,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "core.middleware.StaticFilesMiddleware",  # WhiteNoise, without a thread hop under ASGI
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -151,6 +151,9 @@ _cache_url = env.str("CACHE_URL", default="locmem://")
 if _cache_url.startswith("locmem://"):
     _cache_url = "locmemcache://" + _cache_url[len("locmem://") :]
 CACHES = {"default": environ.Env.cache_url_config(_cache_url)}
+# Sessions are read from the cache (and written through to the database), so a signed-in
+# request usually costs no session query; with Redis the cache is shared by every server.
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

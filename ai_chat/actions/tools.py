@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 
 from ai_chat.actions import audit, files
@@ -27,10 +28,23 @@ RESULT_ROWS_FOR_MODEL = 100
 RESULT_ROWS_FOR_CARD = 50
 
 
+OFFER_CACHE_SECONDS = 60
+
+
 def tools_for(user: Any) -> list[ToolSpec]:
-    """The tools this user may be offered: none without the matching permission."""
+    """The tools this user may be offered: none without the matching permission.
+
+    What is offered is cached for a minute (it costs permission queries on every turn);
+    running an action always checks the permission afresh.
+    """
+    offer = cache.get_or_set(
+        f"bsepar:tool-offer:{user.pk}",
+        lambda: [user.has_perm("ai_chat.run_query"), user.has_perm("ai_chat.write_files")],
+        OFFER_CACHE_SECONDS,
+    )
+    may_query, may_write = offer
     tools: list[ToolSpec] = []
-    if user.has_perm("ai_chat.run_query"):
+    if may_query:
         models = ", ".join(
             f"{name} ({', '.join(entry['fields'])})"
             for name, entry in settings.ACTIONS_QUERY_MODELS.items()
@@ -50,7 +64,7 @@ def tools_for(user: Any) -> list[ToolSpec]:
                 },
             )
         )
-    if settings.FILE_ACTIONS_ROOT and user.has_perm("ai_chat.write_files"):
+    if settings.FILE_ACTIONS_ROOT and may_write:
         tools.append(
             ToolSpec(
                 APPEND_TOOL,
