@@ -1,0 +1,224 @@
+"""Two panel processes behind the shipped nginx site, sharing the database (and Redis when it
+runs): streams are not buffered by nginx, and a session, a lockout, a key's budget and a
+conversation hold across both servers."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from django.db import connection
+
+from ai_chat.models import Message
+from api_manager.models import ProviderKey
+from tests import stack
+from tests.conftest import PASSWORD, make_key
+
+pytestmark = [
+    pytest.mark.skipif(
+        shutil.which("nginx") is None, reason="nginx is not installed (apt-get install nginx-light)"
+    ),
+    pytest.mark.django_db(transaction=True),
+]
+
+
+@pytest.fixture(scope="module")
+def static_root():
+    root = tempfile.mkdtemp(prefix="bsepar-static-")
+    stack.collectstatic(root, stack.panel_env("sqlite:///unused.sqlite3", None, root))
+    # nginx's workers run as an unprivileged user: the files must be readable by all.
+    for path in [Path(root), *Path(root).rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def servers(transactional_db, static_root):
+    env = stack.panel_env(
+        stack.database_url(connection.settings_dict), stack.redis_url(), static_root
+    )
+    panels = []
+    try:
+        panels = [stack.Panel(env), stack.Panel(env)]
+        proxy = stack.Nginx([p.port for p in panels], static_root)
+    except Exception:
+        for panel in panels:
+            panel.stop()
+        raise
+    yield panels, proxy
+    proxy.stop()
+    for panel in panels:
+        panel.stop()
+
+
+@pytest.fixture
+def alice(alice, settings):
+    """alice, with a password hash the production settings can check (tests use MD5)."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    alice.set_password(PASSWORD)
+    alice.save(update_fields=["password"])
+    return alice
+
+
+def browser(base: str, **kwargs) -> httpx.Client:
+    return httpx.Client(
+        base_url=base,
+        verify=False,
+        headers={
+            "Host": stack.HOST,
+            "X-Forwarded-Proto": "https",
+            "Referer": f"https://{stack.HOST}/",
+        },
+        timeout=30,
+        **kwargs,
+    )
+
+
+def csrf_token(client: httpx.Client, path: str) -> str:
+    return re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', client.get(path).text).group(1)
+
+
+def sign_in(
+    client: httpx.Client, username: str = "alice", password: str = PASSWORD
+) -> httpx.Response:
+    token = csrf_token(client, "/login/")
+    return client.post(
+        "/login/", data={"username": username, "password": password, "csrfmiddlewaretoken": token}
+    )
+
+
+def stream(client: httpx.Client, token: str, **data) -> tuple[list[tuple[float, str]], float]:
+    """POST a chat message; return the (arrival time, line) of each `event:` line and the end."""
+    started = time.monotonic()
+    events = []
+    with client.stream(
+        "POST", "/ai-chat/stream/", data=data, headers={"X-CSRFToken": token}
+    ) as response:
+        assert response.status_code == 200, response.read()
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                events.append((time.monotonic() - started, line[6:].strip()))
+    return events, time.monotonic() - started
+
+
+def test_nginx_passes_the_stream_through_without_buffering(servers, alice, fake):
+    _, proxy = servers
+    key = make_key(alice, fake)
+    fake.word_delay = 0.02
+    fake.long_words = 100  # about two seconds of reply
+    with browser(proxy.url) as client:
+        assert sign_in(client).status_code == 302
+        token = csrf_token(client, "/ai-chat/")
+        events, total = stream(client, token, message="[[long]]", key=key.pk)
+    first_delta = next(at for at, name in events if name == "delta")
+    assert [name for _, name in events][-1] == "done"
+    assert total > 1.5
+    assert first_delta < 0.5, (first_delta, total)
+    # Static files are nginx's own: immutable caching, precompressed.
+    with browser(proxy.url) as client:
+        page = client.get("/login/").text
+        css_url = re.search(r'href="(/static/css/panel\.[0-9a-f]+\.css)"', page).group(1)
+        css = client.get(css_url, headers={"Accept-Encoding": "gzip"})
+    assert css.status_code == 200
+    assert "immutable" in css.headers["cache-control"]
+    assert css.headers.get("content-encoding") == "gzip"
+
+
+class Direct:
+    """A client for one app server, bypassing nginx. The panel's cookies are Secure, so over
+    this plain-HTTP hop (as nginx would) they are sent as an explicit Cookie header."""
+
+    def __init__(
+        self, server: stack.Panel, cookies: dict[str, str] | None = None, ip: str = "198.51.100.7"
+    ) -> None:
+        self.cookies = dict(cookies or {})
+        self.client = browser(server.url)
+        self.client.headers["X-Forwarded-For"] = ip
+
+    def _headers(self) -> dict[str, str]:
+        return {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
+
+    def _keep(self, response: httpx.Response) -> httpx.Response:
+        for name, value in response.cookies.items():
+            self.cookies[name] = value
+        return response
+
+    def get(self, path: str) -> httpx.Response:
+        return self._keep(self.client.get(path, headers=self._headers()))
+
+    def post_form(self, page: str, path: str, data: dict) -> httpx.Response:
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', self.get(page).text).group(
+            1
+        )
+        return self._keep(
+            self.client.post(
+                path, data=dict(data, csrfmiddlewaretoken=token), headers=self._headers()
+            )
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def test_a_session_lockout_budget_and_conversation_hold_across_two_servers(
+    servers, alice, fake, settings
+):
+    (one, two), proxy = servers
+    key = make_key(alice, fake)
+
+    # Sign in on server one; the session is good on server two.
+    first = Direct(one)
+    assert (
+        first.post_form(
+            "/login/", "/login/", {"username": "alice", "password": PASSWORD}
+        ).status_code
+        == 302
+    )
+    second = Direct(two, first.cookies)
+    assert second.get("/").status_code == 200
+
+    # A conversation streamed through server one is read through server two.
+    reply = first.post_form(
+        "/ai-chat/", "/ai-chat/stream/", {"message": "hello from server one", "key": key.pk}
+    )
+    assert reply.status_code == 200
+    assert "event: done" in reply.text
+    page = second.get("/ai-chat/")
+    conversation = re.search(r'href="/ai-chat/c/(\d+)/"', page.text).group(1)
+    assert (
+        "Hello! You said: hello from server one" in second.get(f"/ai-chat/c/{conversation}/").text
+    )
+
+    # A key's budget used up through server one is refused by server two before any call.
+    ProviderKey.objects.filter(pk=key.pk).update(monthly_token_budget=5)
+    calls = len(fake.requests)
+    refused = second.post_form(
+        "/ai-chat/", "/ai-chat/stream/", {"message": "one more", "key": key.pk}
+    )
+    assert refused.status_code == 429
+    assert "budget" in refused.json()["error"]
+    assert len(fake.requests) == calls
+
+    # A lockout earned half on one server and half on the other holds on both.
+    attackers = [Direct(one, ip="203.0.113.9"), Direct(two, ip="203.0.113.9")]
+    for attempt in range(settings.AXES_FAILURE_LIMIT):
+        attackers[attempt % 2].post_form(
+            "/login/", "/login/", {"username": "alice", "password": "wrong"}
+        )
+    for attacker in attackers:
+        response = attacker.post_form(
+            "/login/", "/login/", {"username": "alice", "password": PASSWORD}
+        )
+        assert response.status_code == 429
+        attacker.close()
+    first.close()
+    second.close()
+    assert Message.objects.filter(
+        content="Hello! You said: hello from server one", status="complete"
+    ).exists()

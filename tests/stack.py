@@ -1,0 +1,240 @@
+"""Run the real serving stack for tests and benchmarks: gunicorn + uvicorn workers behind nginx.
+
+Used by tests/deploy/test_scale_out.py and bench/load.py. Everything listens on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET_KEY = "test-secret-key-not-for-production-0123456789abcdef"
+ENCRYPTION_KEYS = "kWaYx8xY2mQhD0pLqYV1dO6n2v3m0sJ8vFQ6y5w0b0Q="
+HOST = "panel.example.com"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def database_url(settings_dict: dict) -> str:
+    """A DATABASE_URL for the database Django is connected to (the test database, in tests)."""
+    if settings_dict["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{settings_dict['NAME']}"
+    user = settings_dict.get("USER") or "postgres"
+    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = settings_dict.get("PORT") or 5432
+    return f"postgres://{user}{password}@{host}:{port}/{settings_dict['NAME']}"
+
+
+def redis_url(db: int = 15) -> str | None:
+    """A Redis URL if a server answers on 127.0.0.1:6379 (its database `db` is flushed)."""
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5) as conn:
+            conn.sendall(
+                f"*2\r\n$6\r\nSELECT\r\n${len(str(db))}\r\n{db}\r\n*1\r\n$7\r\nFLUSHDB\r\n".encode()
+            )
+            reply = conn.recv(100)
+    except OSError:
+        return None
+    return f"redis://127.0.0.1:6379/{db}" if reply.startswith(b"+OK") else None
+
+
+def panel_env(database: str, cache: str | None, static_root: str, **extra: str) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST", "DATABASE_"))
+    }
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "bsepar_panel.settings",
+            "DJANGO_DEBUG": "off",
+            "SECRET_KEY": SECRET_KEY,
+            "ENCRYPTION_KEYS": ENCRYPTION_KEYS,
+            "ALLOWED_HOSTS": f"{HOST},127.0.0.1,localhost",
+            "CSRF_TRUSTED_ORIGINS": f"https://{HOST}",
+            "DATABASE_URL": database,
+            "CACHE_URL": cache or "locmem://",
+            "STATIC_ROOT": static_root,
+            "WEB_CONCURRENCY": "1",
+            "GUNICORN_LOGLEVEL": "warning",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def collectstatic(static_root: str, env: dict[str, str]) -> None:
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=300,
+    )
+
+
+def wait_http(url: str, timeout: float = 30.0, **kwargs) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2, **kwargs).status_code < 500:
+                return
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer: {last}")
+
+
+class Process:
+    def __init__(
+        self, args: list[str], env: dict[str, str] | None = None, log: Path | None = None
+    ) -> None:
+        self.log_path = log or Path(tempfile.mkstemp(prefix="bsepar-proc-", suffix=".log")[1])
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.log.close()
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+
+class Panel(Process):
+    """One app server: gunicorn with the uvicorn worker and deploy/gunicorn.conf.py."""
+
+    def __init__(self, env: dict[str, str], workers: int = 1) -> None:
+        self.port = free_port()
+        env = dict(env, BIND=f"127.0.0.1:{self.port}", WEB_CONCURRENCY=str(workers))
+        super().__init__(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                "deploy/gunicorn.conf.py",
+                "bsepar_panel.asgi:application",
+            ],
+            env,
+        )
+        try:
+            wait_http(f"{self.url}/healthz")
+        except RuntimeError:
+            self.stop()
+            raise RuntimeError("the panel did not start:\n" + self.output()) from None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+class Nginx(Process):
+    """deploy/nginx.conf as shipped, with its upstream, ports, certificate and static root
+    pointed at this machine's test processes."""
+
+    def __init__(self, upstreams: list[int], static_root: str) -> None:
+        if shutil.which("nginx") is None:
+            raise RuntimeError("nginx is not installed")
+        self.dir = Path(tempfile.mkdtemp(prefix="bsepar-nginx-"))
+        self.port, self.http_port = free_port(), free_port()
+        cert, key = self_signed(self.dir)
+        site = (ROOT / "deploy" / "nginx.conf").read_text()
+        servers = "".join(f"    server 127.0.0.1:{port};\n" for port in upstreams)
+        site = re.sub(r"    server 127\.0\.0\.1:8000;\n", servers, site)
+        site = site.replace("listen 443 ssl http2;", f"listen 127.0.0.1:{self.port} ssl http2;")
+        site = site.replace("listen [::]:443 ssl http2;", "")
+        site = site.replace("listen 80;", f"listen 127.0.0.1:{self.http_port};").replace(
+            "listen [::]:80;", ""
+        )
+        site = site.replace("/etc/letsencrypt/live/panel.example.com/fullchain.pem", str(cert))
+        site = site.replace("/etc/letsencrypt/live/panel.example.com/privkey.pem", str(key))
+        site = site.replace("/opt/bsepar-panel/staticfiles/", static_root.rstrip("/") + "/")
+        conf = self.dir / "nginx.conf"
+        conf.write_text(
+            f"""
+worker_processes 1;
+pid {self.dir}/nginx.pid;
+error_log {self.dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    include /etc/nginx/mime.types;
+    access_log off;
+    client_body_temp_path {self.dir}/body;
+    proxy_temp_path {self.dir}/proxy;
+    fastcgi_temp_path {self.dir}/fastcgi;
+    uwsgi_temp_path {self.dir}/uwsgi;
+    scgi_temp_path {self.dir}/scgi;
+{site}
+}}
+"""
+        )
+        super().__init__(["nginx", "-c", str(conf), "-p", str(self.dir), "-g", "daemon off;"])
+        wait_http(f"{self.url}/healthz", verify=False, headers={"Host": HOST})
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
