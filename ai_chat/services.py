@@ -397,9 +397,25 @@ async def run_turn(turn: Turn) -> AsyncIterator[str]:
     usage: Usage | None = None
     calls: list[ToolCall] = []
     stream = get_provider(turn.config).stream(turn.request)
-    iterator = stream.__aiter__()
-    pending: asyncio.Future[Any] | None = None
     heartbeat = settings.CHAT_HEARTBEAT_SECONDS
+    # One task reads the provider into a queue; this generator drains it. Pieces that arrived
+    # while the last event was being sent go out together (coalesced under load), a lone
+    # piece goes out at once (word by word when idle).
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    done = object()
+
+    async def produce() -> None:
+        try:
+            async for chunk in stream:
+                queue.put_nowait(chunk)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # handed to the consumer, which reports it
+            queue.put_nowait(exc)
+        else:
+            queue.put_nowait(done)
+
+    producer = asyncio.ensure_future(produce())
 
     def elapsed_ms() -> int:
         return int((time.monotonic() - started) * 1000)
@@ -413,28 +429,39 @@ async def run_turn(turn: Turn) -> AsyncIterator[str]:
         )
 
     try:
-        while True:
-            if pending is None:
-                pending = asyncio.ensure_future(iterator.__anext__())
-            done, _pending = await asyncio.wait({pending}, timeout=heartbeat)
-            if not done:
+        finished = False
+        while not finished:
+            try:
+                async with asyncio.timeout(heartbeat):
+                    batch = [await queue.get()]
+            except TimeoutError:
                 # A comment line: keeps proxies from closing an idle stream (a slow first token).
                 yield ": keep-alive\n\n"
                 continue
-            future, pending = pending, None
-            try:
-                chunk = future.result()
-            except StopAsyncIteration:
-                break
-            if chunk.usage is not None:
-                usage = chunk.usage
-            if chunk.tool_call is not None:
-                calls.append(chunk.tool_call)
-            if chunk.text:
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            text: list[str] = []
+            failure: BaseException | None = None
+            for item in batch:
+                if item is done:
+                    finished = True
+                elif isinstance(item, BaseException):
+                    failure = item
+                else:
+                    if item.usage is not None:
+                        usage = item.usage
+                    if item.tool_call is not None:
+                        calls.append(item.tool_call)
+                    if item.text:
+                        text.append(item.text)
+            if text:
                 if first_ms is None:
                     first_ms = elapsed_ms()
-                pieces.append(chunk.text)
-                yield sse("delta", {"text": chunk.text})
+                piece = "".join(text)
+                pieces.append(piece)
+                yield sse("delta", {"text": piece})
+            if failure is not None:
+                raise failure
     except ProviderError as exc:
         await finish(Status.ERROR, exc)
         yield sse("error", {"message": exc.message, "code": exc.code})
@@ -442,13 +469,13 @@ async def run_turn(turn: Turn) -> AsyncIterator[str]:
     except asyncio.CancelledError:
         # The browser went away (Django cancels the response on disconnect): close the
         # provider's stream now, keep what arrived as `stopped`, then let the cancel go on.
-        if pending is not None:
-            pending.cancel()
-            await asyncio.wait({pending})
+        producer.cancel()
+        await asyncio.wait({producer})
         await stream.aclose()
         await finish(Status.STOPPED, None)
         raise
     except Exception:
+        producer.cancel()
         logger.exception("chat stream failed for conversation %s", turn.conversation.pk)
         error = ProviderError(_("Something went wrong while streaming the reply."))
         await finish(Status.ERROR, error)

@@ -12,7 +12,10 @@ Behaviour is chosen per request, so concurrent tests and a browser can drive it:
   carrying script, onerror and javascript: payloads), `[[echo-history]]` (the reply lists the
   roles and contents it received), `[[tool:query]]` / `[[tool:append]]` (the model calls the
   run_query / append_to_file tool instead of answering). When the last message is a tool
-  result, the reply is "The tool returned: <its first 200 characters>".
+  result, the reply is "The tool returned: <its first 200 characters>". `[[stamp]]` (a reply
+  of `long_words` pieces, each `t<wall-clock ns>` when sent: benchmarks measure relay delay).
+
+`GET /_fake/stats` answers counters and the wall-clock times (ns) at which clients went away.
 
 The reply to anything else is "Hello! You said: <the message>", one word per piece, each piece
 `word_delay` seconds after the last. Usage: input tokens are the words of every message sent
@@ -62,6 +65,7 @@ class FakeProviderServer:
     completed_streams: int = 0
     open_streams: int = 0
     disconnected: threading.Event = field(default_factory=threading.Event)
+    disconnect_times: list[int] = field(default_factory=list)
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> FakeProviderServer:
@@ -77,6 +81,7 @@ class FakeProviderServer:
             app.router.add_get("/v1/models", self.models)
             app.router.add_post("/v1/chat/completions", self.openai_chat)
             app.router.add_post("/v1/messages", self.anthropic_messages)
+            app.router.add_get("/_fake/stats", self.stats)
             self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.host, self.port)
@@ -112,6 +117,7 @@ class FakeProviderServer:
 
     def reset(self) -> None:
         self.requests.clear()
+        self.disconnect_times.clear()
         self.disconnects = 0
         self.completed_streams = 0
         self.disconnected.clear()
@@ -168,7 +174,7 @@ class FakeProviderServer:
         if result is not None:
             return f"The tool returned: {result[:200]}"
         text = _last_user_text(messages)
-        if "[[long]]" in text:
+        if "[[long]]" in text or "[[stamp]]" in text:
             return " ".join(f"word{i}" for i in range(self.long_words))
         if "[[xss]]" in text:
             return XSS_REPLY
@@ -194,12 +200,14 @@ class FakeProviderServer:
         try:
             if "[[slow]]" in text:
                 await asyncio.sleep(self.slow_first_token)
+            stamp = "[[stamp]]" in text
             for index, piece in enumerate(pieces):
                 if index:
                     await asyncio.sleep(self.word_delay)
-                await emit(piece)
+                await emit(f"t{time.time_ns()} " if stamp else piece)
             return True
         except (ConnectionResetError, asyncio.CancelledError):
+            self.disconnect_times.append(time.time_ns())
             self.disconnects += 1
             self.disconnected.set()
             raise
@@ -207,6 +215,17 @@ class FakeProviderServer:
             self.open_streams -= 1
 
     # -- endpoints -------------------------------------------------------------------
+    async def stats(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "requests": len(self.requests),
+                "open_streams": self.open_streams,
+                "completed_streams": self.completed_streams,
+                "disconnects": self.disconnects,
+                "disconnect_times": self.disconnect_times[-5000:],
+            }
+        )
+
     async def models(self, request: web.Request) -> web.Response:
         flavour, key = self._flavour_and_key(request)
         self.requests.append(Seen(request.path, flavour, {}, key[-4:]))
@@ -541,11 +560,30 @@ def _text_of(content: Any) -> str:
     return " ".join(_text_of(part) for part in content)
 
 
-if __name__ == "__main__":  # python -m tests.fakes.server [port]: a fake for manual runs
-    import sys
+if (
+    __name__ == "__main__"
+):  # python -m tests.fakes.server --port 8765: a fake for manual runs and benchmarks
+    import argparse
+    import resource
 
+    parser = argparse.ArgumentParser(description="A fake OpenAI/Anthropic server")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--word-delay", type=float, default=0.05)
+    parser.add_argument("--long-words", type=int, default=400)
+    parser.add_argument("--slow-first-token", type=float, default=3.0)
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     server = FakeProviderServer(
-        port=int(sys.argv[1]) if len(sys.argv) > 1 else 8765, word_delay=0.05
-    ).start()
-    print(f"fake provider: OpenAI {server.openai_url}, Anthropic {server.anthropic_url}")
+        port=args.port,
+        word_delay=args.word_delay,
+        long_words=args.long_words,
+        slow_first_token=args.slow_first_token,
+    )
+    # Keep no per-request log in long runs.
+    server.requests = type("Forget", (list,), {"append": lambda self, item: None})()
+    server.start()
+    print(
+        f"fake provider: OpenAI {server.openai_url}, Anthropic {server.anthropic_url}", flush=True
+    )
     threading.Event().wait()

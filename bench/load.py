@@ -1,0 +1,587 @@
+"""Load benchmark: the panel's streaming relay against a direct call to the same provider.
+
+`make bench` runs it. It starts the fake provider (tests/fakes/server.py) and the panel as
+production runs it (gunicorn + uvicorn workers, deploy/gunicorn.conf.py) on a fresh SQLite
+database, signs in, then measures, with asyncio + httpx and no browser:
+
+- time to first token through the panel and straight to the fake, interleaved in one run,
+  at several concurrencies: the panel's *added* time is the difference;
+- per-token relay delay: every piece carries its send time (wall clock, ns);
+- streams completed and errors; CPU time and memory of the panel's workers per stream;
+- requests/s and time to first byte of the dashboard, chat and settings pages, alone and
+  while 200 streams run;
+- many idle-but-open streams (a slow first token);
+- how soon a closed client frees its provider stream.
+
+Results go to bench/results.json, the table at the top of bench/RESULTS.md and a plot
+bench/added_latency.png. Everything listens on 127.0.0.1; every loop is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests import stack  # noqa: E402
+
+BENCH = ROOT / "bench"
+MARKER = "<!-- analysis below is written by hand and kept by bench/load.py -->"
+PAGES = {"dashboard": "/", "chat": "/ai-chat/", "settings": "/api-manager/settings/"}
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
+# -- setting up ---------------------------------------------------------------------------------
+
+
+SETUP = """
+import django
+django.setup()
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from django.contrib.auth.models import User
+from api_manager.models import ProviderKey
+user = User.objects.create_user("bench", password="bench-password-123")
+key = ProviderKey(owner=user, provider="openai", label="bench", base_url="{base_url}", default_model="gpt-4o-mini")
+key.set_secret("sk-proj-benchbenchbench0001")
+key.save()
+print(key.pk)
+"""
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class Stack:
+    def __init__(self, workers: int, word_delay: float) -> None:
+        raise_fd_limit()
+        self.tmp = Path(tempfile.mkdtemp(prefix="bsepar-bench-"))
+        self.fake_port = stack.free_port()
+        self.fake = stack.Process(
+            [
+                sys.executable,
+                "-m",
+                "tests.fakes.server",
+                "--port",
+                str(self.fake_port),
+                "--word-delay",
+                str(word_delay),
+                "--long-words",
+                "50",
+                "--slow-first-token",
+                "30",
+            ],
+            dict(os.environ),
+        )
+        stack.wait_http(f"{self.fake_url}/_fake/stats")
+        database = os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{self.tmp / 'bench.sqlite3'}"
+        static_root = str(self.tmp / "static")
+        self.env = stack.panel_env(
+            database,
+            os.environ.get("BENCH_CACHE_URL"),
+            static_root,
+            PROVIDER_TIMEOUT="60",
+            AXES_FAILURE_LIMIT="1000",
+        )
+        stack.collectstatic(static_root, self.env)
+        out = subprocess.run(
+            [sys.executable, "-c", SETUP.format(base_url=f"{self.fake_url}/v1")],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        self.key = int(out.stdout.strip().splitlines()[-1])
+        self.panel = stack.Panel(self.env, workers=workers)
+
+    @property
+    def fake_url(self) -> str:
+        return f"http://127.0.0.1:{self.fake_port}"
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.panel.proc.pid)], capture_output=True, text=True
+        )
+        return [int(p) for p in out.stdout.split()]
+
+    def stop(self) -> None:
+        self.panel.stop()
+        self.fake.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+# -- clients ------------------------------------------------------------------------------------
+
+
+class Session:
+    """A signed-in panel session (cookies sent as a header: they are Secure, this hop is HTTP)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.cookies: dict[str, str] = {}
+        self.token = ""
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "Host": stack.HOST,
+            "X-Forwarded-Proto": "https",
+            "Referer": f"https://{stack.HOST}/",
+            "Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items()),
+            "X-CSRFToken": self.token,
+        }
+
+    async def sign_in(self, client: httpx.AsyncClient) -> None:
+        page = await client.get(f"{self.base}/login/", headers=self.headers())
+        self.cookies.update(page.cookies)
+        self.token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+        response = await client.post(
+            f"{self.base}/login/",
+            data={
+                "username": "bench",
+                "password": "bench-password-123",
+                "csrfmiddlewaretoken": self.token,
+            },
+            headers=self.headers(),
+        )
+        assert response.status_code == 302, response.text[:300]
+        self.cookies.update(response.cookies)
+        page = await client.get(f"{self.base}/ai-chat/", headers=self.headers())
+        self.cookies.update(page.cookies)
+        self.token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+
+
+def stamps(text: str) -> list[int]:
+    return [int(t) for t in re.findall(r"t(\d{19})", text)]
+
+
+async def panel_stream(client, session, key, message, result, close_after=None):
+    started = time.monotonic()
+    try:
+        async with client.stream(
+            "POST",
+            f"{session.base}/ai-chat/stream/",
+            data={"message": message, "key": key},
+            headers=session.headers(),
+        ) as response:
+            if response.status_code != 200:
+                result["errors"] += 1
+                return
+            tokens = 0
+            async for line in response.aiter_lines():
+                if line.startswith("data:") and '"text"' in line:
+                    now = time.time_ns()
+                    if result.get("first") is None:
+                        result.setdefault("ttft", []).append((time.monotonic() - started) * 1000)
+                        result["first"] = True
+                    for sent in stamps(line):
+                        result["relay"].append((now - sent) / 1e6)
+                    tokens += 1
+                    if close_after and tokens >= close_after:
+                        result["closed_at"].append(time.time_ns())
+                        return
+                elif line.startswith("event: done"):
+                    result["done"] += 1
+                elif line.startswith("event: error"):
+                    result["errors"] += 1
+    except httpx.HTTPError:
+        result["errors"] += 1
+
+
+async def direct_stream(client, fake_url, message, result):
+    started = time.monotonic()
+    first = False
+    try:
+        async with client.stream(
+            "POST",
+            f"{fake_url}/v1/chat/completions",
+            json={
+                "model": "gpt-4o-mini",
+                "stream": True,
+                "messages": [{"role": "user", "content": message}],
+                "stream_options": {"include_usage": True},
+            },
+            headers={"Authorization": "Bearer sk-proj-benchbenchbench0001"},
+        ) as response:
+            async for line in response.aiter_lines():
+                if '"content": "t' in line:
+                    now = time.time_ns()
+                    if not first:
+                        result["ttft"].append((time.monotonic() - started) * 1000)
+                        first = True
+                    for sent in stamps(line):
+                        result["relay"].append((now - sent) / 1e6)
+                elif line == "data: [DONE]":
+                    result["done"] += 1
+    except httpx.HTTPError:
+        result["errors"] += 1
+
+
+def fresh() -> dict:
+    return {"ttft": [], "relay": [], "done": 0, "errors": 0, "closed_at": []}
+
+
+async def concurrency_run(st: Stack, session: Session, n: int) -> dict:
+    limits = httpx.Limits(max_connections=4 * n + 10, max_keepalive_connections=4 * n + 10)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        panel, direct = fresh(), fresh()
+        pids = st.worker_pids()
+        cpu0, rss0 = cpu_seconds(pids), rss_mb(pids)
+        tasks = []
+        for _ in range(n):
+            # Each panel stream gets its own result slot for "first token".
+            slot = {"relay": panel["relay"], "errors": 0, "done": 0, "closed_at": []}
+            tasks.append(
+                asyncio.create_task(
+                    _wrap(panel_stream(client, session, st.key, "[[stamp]]", slot), panel, slot)
+                )
+            )
+            tasks.append(
+                asyncio.create_task(direct_stream(client, st.fake_url, "[[stamp]]", direct))
+            )
+        peak = rss0
+        while not all(t.done() for t in tasks):
+            await asyncio.sleep(0.25)
+            peak = max(peak, rss_mb(pids))
+        cpu1 = cpu_seconds(pids)
+    return {
+        "n": n,
+        "panel_ttft_p50": pct(panel["ttft"], 50),
+        "panel_ttft_p99": pct(panel["ttft"], 99),
+        "direct_ttft_p50": pct(direct["ttft"], 50),
+        "direct_ttft_p99": pct(direct["ttft"], 99),
+        "relay_p50": pct(panel["relay"], 50),
+        "relay_p99": pct(panel["relay"], 99),
+        "direct_relay_p50": pct(direct["relay"], 50),
+        "direct_relay_p99": pct(direct["relay"], 99),
+        "completed": panel["done"],
+        "errors": panel["errors"],
+        "direct_completed": direct["done"],
+        "cpu_ms_per_stream": (cpu1 - cpu0) * 1000 / n,
+        "mem_kb_per_stream": max(0.0, peak - rss0) * 1024 / n,
+    }
+
+
+async def _wrap(coro, total, slot):
+    await coro
+    total.setdefault("ttft", []).extend(slot.get("ttft", []))
+    total["done"] += slot["done"]
+    total["errors"] += slot["errors"]
+    total["closed_at"].extend(slot["closed_at"])
+
+
+async def pages_run(session: Session, seconds: float, concurrency: int = 16) -> dict:
+    results = {}
+    async with httpx.AsyncClient(timeout=30) as client:
+        for name, path in PAGES.items():
+            ttfb: list[float] = []
+            errors = 0
+            deadline = time.monotonic() + seconds
+
+            async def worker(path=path, deadline=deadline, ttfb=ttfb):
+                nonlocal errors
+                while time.monotonic() < deadline:
+                    started = time.monotonic()
+                    async with client.stream(
+                        "GET", session.base + path, headers=session.headers()
+                    ) as response:
+                        first = True
+                        async for _ in response.aiter_raw():
+                            if first:
+                                ttfb.append((time.monotonic() - started) * 1000)
+                                first = False
+                        if response.status_code != 200:
+                            errors += 1
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            results[name] = {
+                "rps": len(ttfb) / seconds,
+                "ttfb_p50": pct(ttfb, 50),
+                "ttfb_p99": pct(ttfb, 99),
+                "errors": errors,
+            }
+    return results
+
+
+async def pages_under_load(st: Stack, session: Session, streams: int, seconds: float) -> dict:
+    limits = httpx.Limits(max_connections=streams + 10)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        slots = [fresh() for _ in range(streams)]
+        tasks = [
+            asyncio.create_task(panel_stream(client, session, st.key, "[[long]]", slot))
+            for slot in slots
+        ]
+        await asyncio.sleep(1.0)
+        pages = await pages_run(session, seconds)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return pages
+
+
+async def idle_run(st: Stack, session: Session, n: int, hold: float) -> dict:
+    limits = httpx.Limits(max_connections=n + 10)
+    opened = 0
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        results = [fresh() for _ in range(n)]
+        tasks = [
+            asyncio.create_task(panel_stream(client, session, st.key, "[[slow]] idle", r))
+            for r in results
+        ]
+        deadline = time.monotonic() + hold
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            stats = (await client.get(f"{st.fake_url}/_fake/stats")).json()
+            opened = max(opened, stats["open_streams"])
+        errors = sum(r["errors"] for r in results)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return {"asked": n, "open_at_provider": opened, "errors_while_open": errors}
+
+
+async def disconnect_run(st: Stack, session: Session, n: int) -> dict:
+    slots = [fresh() for _ in range(n)]
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=n + 10)) as client:
+        stats_url = f"{st.fake_url}/_fake/stats"
+        before = len((await client.get(stats_url)).json()["disconnect_times"])
+        await asyncio.gather(
+            *(
+                panel_stream(client, session, st.key, "[[stamp]]", slot, close_after=5)
+                for slot in slots
+            )
+        )
+        await asyncio.sleep(2.0)
+        times = (await client.get(stats_url)).json()["disconnect_times"][before:]
+    closed = sorted(t for slot in slots for t in slot["closed_at"])
+    freed = sorted(times)
+    # Pair the k-th close with the k-th freed provider stream (both sorted in time).
+    delays = [(f - c) / 1e6 for c, f in zip(closed, freed, strict=False)]
+    return {
+        "closed": len(closed),
+        "freed": len(freed),
+        "free_p50": pct(delays, 50),
+        "free_p99": pct(delays, 99),
+    }
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    memory = (
+        int(
+            next(
+                line.split()[1]
+                for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal")
+            )
+        )
+        // 1024
+        // 1024
+    )
+    return f"{os.cpu_count()} cores ({cpu}), {memory} GiB, Python {platform.python_version()}, {platform.platform()}"
+
+
+def report(results: dict) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Run {results['date']} by `make bench` on {results['machine']}. The load generator, the fake provider and the panel "
+        f"({results['workers']} gunicorn/uvicorn workers, SQLite) share this machine, so the figures are pessimistic. "
+        f"The fake sends a 50-piece reply at {1 / results['word_delay']:.0f} pieces/s.",
+        "",
+        "## Added time to first token (panel minus direct, same run, interleaved)",
+        "",
+        "| streams | panel p50 | direct p50 | **added p50** | panel p99 | direct p99 | **added p99** | relay p50 | relay p99 | completed | errors | CPU ms/stream | memory KiB/stream |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in results["concurrency"]:
+        added50 = (
+            None
+            if row["panel_ttft_p50"] is None
+            else row["panel_ttft_p50"] - row["direct_ttft_p50"]
+        )
+        added99 = (
+            None
+            if row["panel_ttft_p99"] is None
+            else row["panel_ttft_p99"] - row["direct_ttft_p99"]
+        )
+        lines.append(
+            f"| {row['n']} | {ms(row['panel_ttft_p50'])} | {ms(row['direct_ttft_p50'])} | **{ms(added50)}** | {ms(row['panel_ttft_p99'])} | "
+            f"{ms(row['direct_ttft_p99'])} | **{ms(added99)}** | {ms(row['relay_p50'])} | {ms(row['relay_p99'])} | {row['completed']}/{row['n']} | "
+            f"{row['errors']} | {row['cpu_ms_per_stream']:.1f} | {row['mem_kb_per_stream']:.0f} |"
+        )
+    lines += [
+        "",
+        "Times in milliseconds. Relay delay: arrival at the client minus the provider's send time of each piece.",
+        "",
+    ]
+    lines += [
+        "## Pages (16 concurrent clients)",
+        "",
+        "| page | req/s alone | TTFB p50 alone | req/s with 200 streams | TTFB p50 with 200 streams |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name in PAGES:
+        alone, loaded = results["pages"][name], results["pages_under_load"][name]
+        lines.append(
+            f"| {name} | {alone['rps']:.0f} | {ms(alone['ttfb_p50'])} | {loaded['rps']:.0f} | {ms(loaded['ttfb_p50'])} |"
+        )
+    idle, free = results["idle"], results["disconnect"]
+    lines += [
+        "",
+        "## Idle streams and closed clients",
+        "",
+        f"- Idle-but-open streams (slow first token): asked {idle['asked']}, open at the provider at once {idle['open_at_provider']}, errors {idle['errors_while_open']}.",
+        f"- A closed client frees its provider stream in p50 {ms(free['free_p50'])} ms, p99 {ms(free['free_p99'])} ms ({free['freed']} of {free['closed']} freed).",
+        "",
+        "![added time to first token against concurrency](added_latency.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(results: dict) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot")
+        return
+    rows = results["concurrency"]
+    n = [r["n"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(
+        n,
+        [r["panel_ttft_p50"] - r["direct_ttft_p50"] for r in rows],
+        marker="o",
+        label="added TTFT p50",
+    )
+    ax.plot(
+        n,
+        [r["panel_ttft_p99"] - r["direct_ttft_p99"] for r in rows],
+        marker="o",
+        label="added TTFT p99",
+    )
+    ax.plot(n, [r["relay_p99"] for r in rows], marker="x", linestyle="--", label="relay delay p99")
+    ax.set_xscale("log")
+    ax.set_xlabel("concurrent streams")
+    ax.set_ylabel("milliseconds")
+    ax.set_title("bsepar panel: latency added over a direct provider call")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(BENCH / "added_latency.png", dpi=120)
+
+
+async def main_async(args) -> dict:
+    st = Stack(args.workers, args.word_delay)
+    try:
+        session = Session(st.panel.url)
+        async with httpx.AsyncClient(timeout=30) as client:
+            await session.sign_in(client)
+        results = {
+            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": machine(),
+            "workers": args.workers,
+            "word_delay": args.word_delay,
+        }
+        await concurrency_run(st, session, 5)  # warm-up: clients, connections, caches
+        results["concurrency"] = []
+        for n in args.streams:
+            row = await concurrency_run(st, session, n)
+            print(json.dumps(row), flush=True)
+            results["concurrency"].append(row)
+        results["pages"] = await pages_run(session, args.page_seconds)
+        print("pages", json.dumps(results["pages"]), flush=True)
+        results["pages_under_load"] = await pages_under_load(st, session, 200, args.page_seconds)
+        print("pages under load", json.dumps(results["pages_under_load"]), flush=True)
+        results["idle"] = await idle_run(st, session, args.idle, args.idle_seconds)
+        print("idle", json.dumps(results["idle"]), flush=True)
+        results["disconnect"] = await disconnect_run(st, session, 50)
+        print("disconnect", json.dumps(results["disconnect"]), flush=True)
+        return results
+    finally:
+        st.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, nargs="+", default=[1, 50, 200, 500])
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument(
+        "--word-delay", type=float, default=0.02, help="seconds between pieces (0.02 = 50 tokens/s)"
+    )
+    parser.add_argument("--page-seconds", type=float, default=3.0)
+    parser.add_argument("--idle", type=int, default=2000)
+    parser.add_argument("--idle-seconds", type=float, default=8.0)
+    args = parser.parse_args()
+    results = asyncio.run(main_async(args))
+    (BENCH / "results.json").write_text(json.dumps(results, indent=2))
+    plot(results)
+    target = BENCH / "RESULTS.md"
+    kept = ""
+    if target.exists() and MARKER in target.read_text():
+        kept = target.read_text().split(MARKER, 1)[1]
+    target.write_text(report(results) + "\n" + MARKER + kept)
+    print(report(results))
+
+
+if __name__ == "__main__":
+    main()
