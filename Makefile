@@ -45,7 +45,8 @@ messages: install-dev
 	DJANGO_DEBUG=on $(BIN)/python manage.py compilemessages -l fa --ignore=.venv
 
 bench: install-dev
-	$(BIN)/python bench/load.py
+	$(BIN)/pip install --quiet -r bench/requirements.txt
+	$(BIN)/python bench/load.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles
