@@ -7,55 +7,26 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anthropic
-from django.utils.translation import gettext as _
 
 from api_manager.providers.base import (
     ChatRequest,
     Chunk,
     Provider,
     ProviderError,
-    TimeoutError,
     ToolCall,
     Usage,
-    status_error,
-    transport_error,
+    sdk_error,
 )
 
 LABEL = "Anthropic"
 
 
 def map_error(exc: Exception) -> ProviderError:
-    """Translate an SDK or transport exception into a safe ProviderError."""
-    if isinstance(exc, ProviderError):
-        return exc
-    if isinstance(exc, anthropic.APITimeoutError):
-        return TimeoutError(_("%(provider)s did not answer in time.") % {"provider": LABEL})
-    if isinstance(exc, anthropic.APIConnectionError):
-        return ProviderError(
-            _("Could not reach %(provider)s at the configured base URL.") % {"provider": LABEL}
-        )
-    if isinstance(exc, anthropic.APIStatusError):
-        return status_error(exc.status_code, LABEL)
-    if isinstance(exc, anthropic.APIError):
-        # An `error` event in the middle of the stream (for example overloaded_error).
-        return ProviderError(
-            _("%(provider)s sent an error in the middle of the reply.") % {"provider": LABEL}
-        )
-    return transport_error(exc) or ProviderError(
-        _("Unexpected failure talking to %(provider)s.") % {"provider": LABEL}
-    )
+    return sdk_error(exc, anthropic, LABEL)
 
 
 def mid_stream_error(exc: Exception) -> ProviderError:
-    """Like map_error, for failures after the stream started: a dropped connection is a cut."""
-    if isinstance(exc, anthropic.APIConnectionError) and not isinstance(
-        exc, anthropic.APITimeoutError
-    ):
-        return ProviderError(
-            _("The connection to %(provider)s was lost in the middle of the reply.")
-            % {"provider": LABEL}
-        )
-    return map_error(exc)
+    return sdk_error(exc, anthropic, LABEL, mid_stream=True)
 
 
 def to_anthropic_messages(request: ChatRequest) -> list[dict[str, Any]]:

@@ -148,6 +148,30 @@ class Provider(abc.ABC):
         """Return the model ids this key may use; raises ProviderError."""
 
 
+def sdk_error(exc: Exception, sdk: Any, label: str, *, mid_stream: bool = False) -> ProviderError:
+    """Translate an exception of an official SDK (`openai` or `anthropic`: both have the same
+    error classes) or of its HTTP transport into a safe ProviderError. After the stream has
+    started (`mid_stream`), a dropped connection is reported as a cut reply."""
+    p = {"provider": label}
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, sdk.APITimeoutError):
+        return TimeoutError(_("%(provider)s did not answer in time.") % p)
+    if isinstance(exc, sdk.APIConnectionError):
+        if mid_stream:
+            return ProviderError(
+                _("The connection to %(provider)s was lost in the middle of the reply.") % p
+            )
+        return ProviderError(_("Could not reach %(provider)s at the configured base URL.") % p)
+    if isinstance(exc, sdk.APIStatusError):
+        return status_error(exc.status_code, label)
+    if isinstance(exc, sdk.APIError):
+        return ProviderError(_("%(provider)s sent an error in the middle of the reply.") % p)
+    return transport_error(exc) or ProviderError(
+        _("Unexpected failure talking to %(provider)s.") % p
+    )
+
+
 def transport_error(exc: BaseException) -> ProviderError | None:
     """Map an HTTP transport failure (raised mid-stream, outside the SDK's own errors)."""
     names = {cls.__name__ for cls in type(exc).__mro__}
