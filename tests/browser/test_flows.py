@@ -124,7 +124,17 @@ def test_the_whole_flow_from_sign_in_to_deleting_the_key(live_asgi, page, alice,
     assert "گفت‌وگوی تازه" in page.inner_text("main")
     # No English left in the interface (this page holds no user or model text now).
     text = page.inner_text("body")
-    for english in ("Dashboard", "Chat", "API keys", "Sign out", "New chat", "Send", "System prompt", "Search", "Ask anything"):
+    for english in (
+        "Dashboard",
+        "Chat",
+        "API keys",
+        "Sign out",
+        "New chat",
+        "Send",
+        "System prompt",
+        "Search",
+        "Ask anything",
+    ):
         assert english not in text, english
     screenshot(page, "fa-chat")
 
