@@ -69,12 +69,15 @@ manage ensure_admin
 
 echo "== systemd and nginx"
 install -m 0644 "$APP_DIR/deploy/bsepar-panel.service" /etc/systemd/system/bsepar-panel.service
+install -m 0644 "$APP_DIR/deploy/bsepar-panel-cleanup.service" /etc/systemd/system/bsepar-panel-cleanup.service
+install -m 0644 "$APP_DIR/deploy/bsepar-panel-cleanup.timer" /etc/systemd/system/bsepar-panel-cleanup.timer
 if [ ! -f /etc/nginx/sites-available/bsepar-panel ]; then
     install -m 0644 "$APP_DIR/deploy/nginx.conf" /etc/nginx/sites-available/bsepar-panel
     echo "Installed the nginx site: set server_name and certificates, then link it into sites-enabled."
 fi
 systemctl daemon-reload
 systemctl enable bsepar-panel.service
+systemctl enable --now bsepar-panel-cleanup.timer
 systemctl restart bsepar-panel.service
 nginx -t && systemctl reload nginx || true
 echo "== done: bsepar panel is running (systemctl status bsepar-panel)"

@@ -67,36 +67,43 @@ def test_the_nginx_site_passes_nginx_t(tmp_path):
 @pytest.mark.skipif(
     shutil.which("systemd-analyze") is None, reason="systemd-analyze is not available"
 )
-def test_the_systemd_unit_verifies(tmp_path):
-    # verify insists that ExecStart's binary exists: point it at a stand-in under tmp_path,
-    # keeping every other line of the unit as shipped.
+@pytest.mark.parametrize(
+    "name", ["bsepar-panel.service", "bsepar-panel-cleanup.service", "bsepar-panel-cleanup.timer"]
+)
+def test_the_systemd_units_verify(tmp_path, name):
+    # verify insists that ExecStart's binary exists: point the units at stand-ins under
+    # tmp_path, keeping every other line as shipped.
     fake_root = tmp_path / "opt"
     (fake_root / ".venv" / "bin").mkdir(parents=True)
-    gunicorn = fake_root / ".venv" / "bin" / "gunicorn"
-    gunicorn.write_text("#!/bin/sh\n")
-    gunicorn.chmod(0o755)
-    unit_text = (
-        (DEPLOY / "bsepar-panel.service").read_text().replace("/opt/bsepar-panel", str(fake_root))
-    )
-    unit = tmp_path / "bsepar-panel.service"
-    unit.write_text(unit_text)
+    for binary in ("gunicorn", "python"):
+        stand_in = fake_root / ".venv" / "bin" / binary
+        stand_in.write_text("#!/bin/sh\n")
+        stand_in.chmod(0o755)
+    for unit_name in ("bsepar-panel-cleanup.service", name):
+        text = (DEPLOY / unit_name).read_text().replace("/opt/bsepar-panel", str(fake_root))
+        (tmp_path / unit_name).write_text(text)
+    unit_text = (DEPLOY / name).read_text()
     result = subprocess.run(
-        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+        ["systemd-analyze", "verify", str(tmp_path / name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     problems = [
         line
         for line in (result.stdout + result.stderr).splitlines()
-        if "bsepar-panel.service" in line and "user" not in line.lower()
+        if "bsepar-panel" in line and "user" not in line.lower()
     ]
     assert not problems, result.stdout + result.stderr
-    for needed in (
-        "ProtectSystem=strict",
-        "NoNewPrivileges=yes",
-        "PrivateTmp=yes",
-        "ReadWritePaths=/var/lib/bsepar-panel",
-        "EnvironmentFile=",
-    ):
-        assert needed in unit_text
+    if name.endswith(".service"):
+        for needed in (
+            "ProtectSystem=strict",
+            "NoNewPrivileges=yes",
+            "PrivateTmp=yes",
+            "ReadWritePaths=/var/lib/bsepar-panel",
+            "EnvironmentFile=",
+        ):
+            assert needed in unit_text
 
 
 def test_install_sh_is_valid_bash():
