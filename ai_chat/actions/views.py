@@ -190,36 +190,24 @@ def _answer(status: int, data: dict[str, Any]) -> JsonResponse:
     return JsonResponse(data, status=status)
 
 
-@require_POST
-def query_view(request: AuthenticatedHttpRequest) -> HttpResponse:
+def _json_action(request: AuthenticatedHttpRequest, kind: str, handler) -> JsonResponse:  # type: ignore[no-untyped-def]
+    """Read the JSON body (a bad one is refused and logged) and answer what `handler` says."""
     started = time.monotonic()
     try:
         payload = _body(request)
     except BadBody as exc:
-        return _refuse(
-            request,
-            ActionKind.QUERY,
-            _raw_excerpt(request),
-            started,
-            str(exc),
-        )
-    return _answer(*run_query(request.user, payload))
+        return _refuse(request, kind, _raw_excerpt(request), started, str(exc))
+    return _answer(*handler(request.user, payload))
+
+
+@require_POST
+def query_view(request: AuthenticatedHttpRequest) -> HttpResponse:
+    return _json_action(request, ActionKind.QUERY, run_query)
 
 
 @require_POST
 def append_view(request: AuthenticatedHttpRequest) -> HttpResponse:
-    started = time.monotonic()
-    try:
-        payload = _body(request)
-    except BadBody as exc:
-        return _refuse(
-            request,
-            ActionKind.APPEND,
-            _raw_excerpt(request),
-            started,
-            str(exc),
-        )
-    return _answer(*append_preview(request.user, payload))
+    return _json_action(request, ActionKind.APPEND, append_preview)
 
 
 @require_POST
