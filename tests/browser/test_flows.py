@@ -252,3 +252,33 @@ def test_the_assistant_proposes_an_action_and_runs_it_only_after_approval(
     page.locator(".tool-card.applied", has_text="Undone").wait_for()
     assert (workspace / "notes.md").read_text() == "# Notes\n"
     assert page.watch.errors == [], page.watch.errors
+
+
+def test_the_layout_works_on_a_phone(live_asgi, chromium, alice, fake):
+    make_key(alice, fake)
+    context = chromium.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+    )
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    try:
+        sign_in(page, live_asgi.url)
+        for language in ("en", "fa"):
+            page.goto(f"{live_asgi.url}/")
+            page.click("label.nav-toggle-label")
+            page.click(f".sidebar .lang-switch button[value={language}]")
+            page.wait_for_load_state()
+            for name, path in (("dashboard", "/"), ("chat", "/ai-chat/")):
+                page.goto(live_asgi.url + path)
+                # The sidebar folds behind the menu button; nothing scrolls sideways.
+                assert not page.is_visible(".sidebar")
+                assert page.is_visible("label.nav-toggle-label")
+                width = page.evaluate("document.documentElement.scrollWidth")
+                assert width <= 390, (language, name, width)
+                screenshot(page, f"phone-{language}-{name}")
+            page.click("label.nav-toggle-label")
+            assert page.is_visible(".sidebar .nav")
+        assert errors == [], errors
+    finally:
+        context.close()
