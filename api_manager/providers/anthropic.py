@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anthropic
+from django.utils.translation import gettext as _
 
 from api_manager.providers.base import (
     ChatRequest,
@@ -16,6 +17,7 @@ from api_manager.providers.base import (
     ToolCall,
     Usage,
     sdk_error,
+    sse_events,
 )
 
 LABEL = "Anthropic"
@@ -94,46 +96,64 @@ class AnthropicProvider(Provider):
                 {"name": t.name, "description": t.description, "input_schema": t.parameters}
                 for t in request.tools
             ]
-        try:
-            stream = await self.client().messages.create(**kwargs)
-        except Exception as exc:
-            raise map_error(exc) from None
         input_tokens = output_tokens = 0
         tool_blocks: dict[int, dict[str, str]] = {}
+        started = False
         try:
-            async for event in stream:
-                kind = event.type
-                if kind == "message_start":
-                    usage = event.message.usage
-                    input_tokens = usage.input_tokens or 0
-                    output_tokens = usage.output_tokens or 0
-                    # Reported at once, so a stream stopped early still knows its input tokens.
-                    yield Chunk(usage=Usage(input_tokens, output_tokens, estimated=True))
-                elif kind == "content_block_start" and event.content_block.type == "tool_use":
-                    block = event.content_block
-                    tool_blocks[event.index] = {"id": block.id, "name": block.name, "json": ""}
-                elif kind == "content_block_delta":
-                    delta = event.delta
-                    if delta.type == "text_delta" and delta.text:
-                        yield Chunk(text=delta.text)
-                    elif delta.type == "input_json_delta" and event.index in tool_blocks:
-                        tool_blocks[event.index]["json"] += delta.partial_json
-                elif kind == "content_block_stop" and event.index in tool_blocks:
-                    block = tool_blocks.pop(event.index)
-                    try:
-                        arguments = json.loads(block["json"] or "{}")
-                    except json.JSONDecodeError:
-                        arguments = {"_raw": block["json"]}
-                    yield Chunk(tool_call=ToolCall(block["id"], block["name"], arguments))
-                elif kind == "message_delta" and event.usage is not None:
-                    output_tokens = event.usage.output_tokens or output_tokens
-                    if getattr(event.usage, "input_tokens", None):
-                        input_tokens = event.usage.input_tokens
-                    yield Chunk(usage=Usage(input_tokens, output_tokens))
+            # As in the OpenAI adapter: the SDK sends (and retries) the request and raises its
+            # errors; we read the raw event stream instead of building a model per event.
+            async with self.client().messages.with_streaming_response.create(**kwargs) as response:
+                started = True
+                async for event, data in sse_events(response.iter_lines()):
+                    if not isinstance(data, dict):
+                        continue
+                    kind = data.get("type") or event
+                    if kind == "error":
+                        raise ProviderError(
+                            _("%(provider)s sent an error in the middle of the reply.")
+                            % {"provider": LABEL}
+                        )
+                    if kind == "message_start":
+                        usage = (data.get("message") or {}).get("usage") or {}
+                        input_tokens = usage.get("input_tokens") or 0
+                        output_tokens = usage.get("output_tokens") or 0
+                        # Reported at once, so a stream stopped early still knows its input tokens.
+                        yield Chunk(usage=Usage(input_tokens, output_tokens, estimated=True))
+                    elif kind == "content_block_start":
+                        block = data.get("content_block") or {}
+                        if block.get("type") == "tool_use":
+                            tool_blocks[data.get("index", 0)] = {
+                                "id": block.get("id", ""),
+                                "name": block.get("name", ""),
+                                "json": "",
+                            }
+                    elif kind == "content_block_delta":
+                        delta = data.get("delta") or {}
+                        if delta.get("type") == "text_delta" and delta.get("text"):
+                            yield Chunk(text=delta["text"])
+                        elif (
+                            delta.get("type") == "input_json_delta"
+                            and data.get("index", 0) in tool_blocks
+                        ):
+                            tool_blocks[data.get("index", 0)]["json"] += (
+                                delta.get("partial_json") or ""
+                            )
+                    elif kind == "content_block_stop" and data.get("index", 0) in tool_blocks:
+                        block = tool_blocks.pop(data.get("index", 0))
+                        try:
+                            arguments = json.loads(block["json"] or "{}")
+                        except json.JSONDecodeError:
+                            arguments = {"_raw": block["json"]}
+                        yield Chunk(tool_call=ToolCall(block["id"], block["name"], arguments))
+                    elif kind == "message_delta" and data.get("usage"):
+                        usage = data["usage"]
+                        output_tokens = usage.get("output_tokens") or output_tokens
+                        input_tokens = usage.get("input_tokens") or input_tokens
+                        yield Chunk(usage=Usage(input_tokens, output_tokens))
+                    elif kind == "message_stop":
+                        break
         except Exception as exc:
-            raise mid_stream_error(exc) from None
-        finally:
-            await stream.close()
+            raise (mid_stream_error(exc) if started else map_error(exc)) from None
 
     async def list_models(self) -> list[str]:
         try:

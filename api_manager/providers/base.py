@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import hashlib
+import json
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -148,16 +149,44 @@ class Provider(abc.ABC):
         """Return the model ids this key may use; raises ProviderError."""
 
 
+async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, Any]]:
+    """Parse server-sent events from decoded lines: yields (event name, JSON data, or the raw
+    text when it is not JSON, as OpenAI's final `[DONE]`)."""
+    event, data = "", []
+    async for line in lines:
+        if line:
+            if line.startswith("data:"):
+                data.append(line[5:].lstrip(" "))
+            elif line.startswith("event:"):
+                event = line[6:].strip()
+            continue
+        if data:
+            text = "\n".join(data)
+            try:
+                yield event, json.loads(text)
+            except ValueError:
+                yield event, text
+        event, data = "", []
+    if data:
+        text = "\n".join(data)
+        try:
+            yield event, json.loads(text)
+        except ValueError:
+            yield event, text
+
+
 def sdk_error(exc: Exception, sdk: Any, label: str, *, mid_stream: bool = False) -> ProviderError:
     """Translate an exception of an official SDK (`openai` or `anthropic`: both have the same
     error classes) or of its HTTP transport into a safe ProviderError. After the stream has
     started (`mid_stream`), a dropped connection is reported as a cut reply."""
     p = {"provider": label}
+    # Read raw, a stream's transport errors reach us unwrapped by the SDK: match them by name.
+    names = {cls.__name__ for cls in type(exc).__mro__}
     if isinstance(exc, ProviderError):
         return exc
-    if isinstance(exc, sdk.APITimeoutError):
+    if isinstance(exc, sdk.APITimeoutError) or "TimeoutException" in names:
         return TimeoutError(_("%(provider)s did not answer in time.") % p)
-    if isinstance(exc, sdk.APIConnectionError):
+    if isinstance(exc, sdk.APIConnectionError) or names & {"TransportError", "StreamError"}:
         if mid_stream:
             return ProviderError(
                 _("The connection to %(provider)s was lost in the middle of the reply.") % p
@@ -167,23 +196,7 @@ def sdk_error(exc: Exception, sdk: Any, label: str, *, mid_stream: bool = False)
         return status_error(exc.status_code, label)
     if isinstance(exc, sdk.APIError):
         return ProviderError(_("%(provider)s sent an error in the middle of the reply.") % p)
-    return transport_error(exc) or ProviderError(
-        _("Unexpected failure talking to %(provider)s.") % p
-    )
-
-
-def transport_error(exc: BaseException) -> ProviderError | None:
-    """Map an HTTP transport failure (raised mid-stream, outside the SDK's own errors)."""
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    if "TimeoutException" in names:
-        return TimeoutError(
-            _("The provider stopped sending in the middle of the reply (timed out).")
-        )
-    if names & {"TransportError", "StreamError", "RemoteProtocolError"}:
-        return ProviderError(
-            _("The connection to the provider was lost in the middle of the reply.")
-        )
-    return None
+    return ProviderError(_("Unexpected failure talking to %(provider)s.") % p)
 
 
 def status_error(status: int | None, provider_label: str) -> ProviderError:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
+from django.utils.translation import gettext as _
 
 from api_manager.providers.base import (
     ChatRequest,
@@ -16,6 +17,7 @@ from api_manager.providers.base import (
     ToolCall,
     Usage,
     sdk_error,
+    sse_events,
 )
 
 LABEL = "OpenAI"
@@ -95,34 +97,45 @@ class OpenAIProvider(Provider):
                 }
                 for t in request.tools
             ]
-        try:
-            # The SDK retries this call (connection errors, 429, 5xx) up to max_retries
-            # times; once the response has started nothing is retried.
-            stream = await self.client().chat.completions.create(**kwargs)
-        except Exception as exc:
-            raise map_error(exc) from None
         calls: dict[int, dict[str, str]] = {}
+        started = False
         try:
-            async for event in stream:
-                if event.usage is not None:
-                    yield Chunk(
-                        usage=Usage(
-                            event.usage.prompt_tokens or 0, event.usage.completion_tokens or 0
+            # The SDK sends the request (retrying connection errors, 429 and 5xx up to
+            # max_retries times, never once the response has started) and raises its errors for
+            # a failed status; we read the raw event stream, since building an SDK model for
+            # every piece was the largest cost of a stream (bench/RESULTS.md).
+            async with self.client().chat.completions.with_streaming_response.create(
+                **kwargs
+            ) as response:
+                started = True
+                async for _event, data in sse_events(response.iter_lines()):
+                    if data == "[DONE]":
+                        break
+                    if not isinstance(data, dict) or data.get("error"):
+                        raise ProviderError(
+                            _("%(provider)s sent an error in the middle of the reply.")
+                            % {"provider": LABEL}
                         )
-                    )
-                for choice in event.choices:
-                    delta = choice.delta
-                    if delta is None:
-                        continue
-                    if delta.content:
-                        yield Chunk(text=delta.content)
-                    for part in delta.tool_calls or []:
-                        call = calls.setdefault(part.index, {"id": "", "name": "", "arguments": ""})
-                        if part.id:
-                            call["id"] = part.id
-                        if part.function is not None:
-                            call["name"] += part.function.name or ""
-                            call["arguments"] += part.function.arguments or ""
+                    usage = data.get("usage")
+                    if usage:
+                        yield Chunk(
+                            usage=Usage(
+                                usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
+                            )
+                        )
+                    for choice in data.get("choices") or ():
+                        delta = choice.get("delta") or {}
+                        if delta.get("content"):
+                            yield Chunk(text=delta["content"])
+                        for part in delta.get("tool_calls") or ():
+                            call = calls.setdefault(
+                                part.get("index", 0), {"id": "", "name": "", "arguments": ""}
+                            )
+                            if part.get("id"):
+                                call["id"] = part["id"]
+                            function = part.get("function") or {}
+                            call["name"] += function.get("name") or ""
+                            call["arguments"] += function.get("arguments") or ""
             for call in calls.values():
                 try:
                     arguments = json.loads(call["arguments"] or "{}")
@@ -130,9 +143,7 @@ class OpenAIProvider(Provider):
                     arguments = {"_raw": call["arguments"]}
                 yield Chunk(tool_call=ToolCall(call["id"], call["name"], arguments))
         except Exception as exc:
-            raise mid_stream_error(exc) from None
-        finally:
-            await stream.close()
+            raise (mid_stream_error(exc) if started else map_error(exc)) from None
 
     async def list_models(self) -> list[str]:
         try:

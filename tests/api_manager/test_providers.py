@@ -154,3 +154,41 @@ async def test_one_client_is_reused_per_key(fake, name):
         secret=("sk-proj-other0000000001" if name == "openai" else "sk-ant-other000000001"),
     ).client()
     assert other is not first
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+async def test_an_error_event_in_the_middle_of_the_stream_is_a_provider_error(fake, name):
+    pieces = []
+    with pytest.raises(ProviderError) as caught:
+        async for chunk in provider_for(fake, name).stream(
+            ChatRequest(
+                model="m", messages=[{"role": "user", "content": "[[error-event]] a b c d e f"}]
+            )
+        ):
+            pieces.append(chunk.text)
+    assert caught.value.code == "provider"
+    assert "sent an error in the middle of the reply" in caught.value.message
+    assert "".join(pieces).startswith("Hello!")
+
+
+async def test_the_event_parser_reads_both_wire_formats():
+    from api_manager.providers.base import sse_events
+
+    async def lines():
+        for line in [
+            'data: {"a": 1}',
+            "",
+            "event: message_stop",
+            'data: {"type": "message_stop"}',
+            "",
+            ": comment",
+            "data: [DONE]",
+            "",
+        ]:
+            yield line
+
+    assert [e async for e in sse_events(lines())] == [
+        ("", {"a": 1}),
+        ("message_stop", {"type": "message_stop"}),
+        ("", "[DONE]"),
+    ]

@@ -13,7 +13,9 @@ Behaviour is chosen per request, so concurrent tests and a browser can drive it:
   roles and contents it received), `[[tool:query]]` / `[[tool:append]]` (the model calls the
   run_query / append_to_file tool instead of answering). When the last message is a tool
   result, the reply is "The tool returned: <its first 200 characters>". `[[stamp]]` (a reply
-  of `long_words` pieces, each `t<wall-clock ns>` when sent: benchmarks measure relay delay).
+  of `long_words` pieces, each `t<wall-clock ns>` when sent: benchmarks measure relay delay),
+  `[[error-event]]` (after the first half of the reply, an error event in the provider's own
+  format, as when a provider is overloaded mid-reply).
 
 `GET /_fake/stats` answers counters and the wall-clock times (ns) at which clients went away.
 
@@ -194,7 +196,7 @@ class FakeProviderServer:
     ) -> bool:
         """Send the reply word by word through `emit`; return False if the client went away."""
         pieces = re.findall(r"\S+\s*", reply)
-        if "[[cut]]" in text:
+        if "[[cut]]" in text or "[[error-event]]" in text:
             pieces = pieces[: max(1, len(pieces) // 2)]
         self.open_streams += 1
         try:
@@ -358,6 +360,17 @@ class FakeProviderServer:
             self.completed_streams += 1
             return response
         await self._stream_words(response, reply, text, emit)
+        if "[[error-event]]" in text:
+            await send(
+                {
+                    "error": {
+                        "message": "The server is overloaded.",
+                        "type": "server_error",
+                        "code": None,
+                    }
+                }
+            )
+            return response
         if "[[cut]]" in text:
             # Drop the connection without a finish_reason, usage or [DONE].
             request.transport.close()
@@ -489,6 +502,12 @@ class FakeProviderServer:
             )
 
         await self._stream_words(response, reply, text, emit)
+        if "[[error-event]]" in text:
+            await send(
+                "error",
+                {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+            )
+            return response
         if "[[cut]]" in text:
             request.transport.close()
             return response
