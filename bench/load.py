@@ -570,7 +570,7 @@ def main() -> None:
     )
     parser.add_argument("--page-seconds", type=float, default=3.0)
     parser.add_argument("--idle", type=int, default=2000)
-    parser.add_argument("--idle-seconds", type=float, default=8.0)
+    parser.add_argument("--idle-seconds", type=float, default=40.0)
     args = parser.parse_args()
     results = asyncio.run(main_async(args))
     (BENCH / "results.json").write_text(json.dumps(results, indent=2))
