@@ -58,7 +58,6 @@ class Turn:
     config: ProviderConfig
     request: ChatRequest
     user: Any
-    is_new: bool
 
 
 def sse(event: str, data: dict[str, Any]) -> str:
@@ -239,7 +238,6 @@ def _prepare(user: Any, data: dict[str, Any]) -> Turn:
             )[:200]
         )
     with transaction.atomic():
-        is_new = conversation is None
         if conversation is None:
             conversation = Conversation.objects.create(
                 owner=user,
@@ -294,7 +292,7 @@ def _prepare(user: Any, data: dict[str, Any]) -> Turn:
         max_tokens=settings.CHAT_MAX_OUTPUT_TOKENS,
         tools=tools_for(user),
     )
-    return Turn(conversation, user_message, reply, key, config, request, user, is_new)
+    return Turn(conversation, user_message, reply, key, config, request, user)
 
 
 async def prepare_turn(user: Any, data: dict[str, Any]) -> Turn:

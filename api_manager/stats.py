@@ -72,27 +72,6 @@ def daily(records: QuerySet[UsageRecord], days: int = 30) -> list[Day]:
     return result
 
 
-def daily_by_key(
-    records: QuerySet[UsageRecord], days: int = 30
-) -> tuple[list[dt.date], list[tuple[str, list[int]]]]:
-    """Tokens per day per key label for the last `days` days (one query)."""
-    rows = (
-        records.filter(created_at__gte=since(days))
-        .annotate(day=TruncDate("created_at", tzinfo=timezone.get_current_timezone()))
-        .values("day", "key_label")
-        .annotate(tokens=Coalesce(Sum("input_tokens"), 0) + Coalesce(Sum("output_tokens"), 0))
-        .order_by("key_label", "day")
-    )
-    dates = last_days(days)
-    index = {date: i for i, date in enumerate(dates)}
-    series: dict[str, list[int]] = {}
-    for row in rows:
-        values = series.setdefault(row["key_label"] or "—", [0] * len(dates))
-        if row["day"] in index:
-            values[index[row["day"]]] += row["tokens"]
-    return dates, list(series.items())
-
-
 def totals(days: list[Day]) -> Day:
     total = Day(days[-1].date if days else timezone.localdate())
     for day in days:

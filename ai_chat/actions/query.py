@@ -490,9 +490,7 @@ def build(spec: Any, user: Any) -> Built:
             built = {alias: check.aggregate(alias, agg) for alias, agg in kwargs.items()}
             check.aliases.update(built)
             queryset = queryset.annotate(**built)
-            if shape == "values":
-                columns += list(built)
-            elif shape == "model":
+            if shape in {"values", "model"}:
                 columns += list(built)
         elif method == "aggregate":
             if args or not kwargs:
