@@ -84,11 +84,11 @@ def index(request: AuthenticatedHttpRequest) -> HttpResponse:
 
     keys = list(ProviderKey.objects.usable_by(user).with_month_tokens())
     recent_error = now - dt.timedelta(days=RECENT_ERROR_DAYS)
+    for k in keys:
+        # Decided here once, so the template does not repeat the threshold.
+        k.near_budget = k.budget_used_ratio is not None and k.budget_used_ratio >= NEAR_BUDGET
     attention = [
-        k
-        for k in keys
-        if (k.last_error_at and k.last_error_at >= recent_error)
-        or (k.budget_used_ratio is not None and k.budget_used_ratio >= NEAR_BUDGET)
+        k for k in keys if (k.last_error_at and k.last_error_at >= recent_error) or k.near_budget
     ]
     recent = list(Conversation.objects.filter(owner=user).only("id", "title", "updated_at")[:6])
 
