@@ -310,6 +310,20 @@ class FakeProviderServer:
             sent_words += 1
             await send(chunk({"content": piece}))
 
+        async def finish(reason: str, completion_tokens: int) -> web.StreamResponse:
+            """A proper end: the finish reason, usage when asked for, then [DONE]."""
+            await send(chunk({}, reason))
+            if (body.get("stream_options") or {}).get("include_usage"):
+                usage = {
+                    "prompt_tokens": input_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": input_tokens + completion_tokens,
+                }
+                await send({**chunk({}), "choices": [], "usage": usage})
+            await response.write(b"data: [DONE]\n\n")
+            self.completed_streams += 1
+            return response
+
         await send(chunk({"role": "assistant", "content": ""}))
         tool = _wanted_tool(messages)
         if tool is not None and body.get("tools"):
@@ -340,25 +354,7 @@ class FakeProviderServer:
                         }
                     )
                 )
-            await send(chunk({}, "tool_calls"))
-            if (body.get("stream_options") or {}).get("include_usage"):
-                await send(
-                    {
-                        "id": chunk_id,
-                        "object": "chat.completion.chunk",
-                        "created": created,
-                        "model": model,
-                        "choices": [],
-                        "usage": {
-                            "prompt_tokens": input_tokens,
-                            "completion_tokens": 12,
-                            "total_tokens": input_tokens + 12,
-                        },
-                    }
-                )
-            await response.write(b"data: [DONE]\n\n")
-            self.completed_streams += 1
-            return response
+            return await finish("tool_calls", 12)
         await self._stream_words(response, reply, text, emit)
         if "[[error-event]]" in text:
             await send(
@@ -375,25 +371,7 @@ class FakeProviderServer:
             # Drop the connection without a finish_reason, usage or [DONE].
             request.transport.close()
             return response
-        await send(chunk({}, "stop"))
-        if (body.get("stream_options") or {}).get("include_usage"):
-            await send(
-                {
-                    "id": chunk_id,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": model,
-                    "choices": [],
-                    "usage": {
-                        "prompt_tokens": input_tokens,
-                        "completion_tokens": sent_words,
-                        "total_tokens": input_tokens + sent_words,
-                    },
-                }
-            )
-        await response.write(b"data: [DONE]\n\n")
-        self.completed_streams += 1
-        return response
+        return await finish("stop", sent_words)
 
     async def _anthropic_tool_use(self, send, name: str, arguments: dict[str, Any]) -> None:
         encoded = json.dumps(arguments)
