@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bsepar_panel.settings")
+django.setup(set_prefix=False)
 
-application = get_asgi_application()
+# Django's ASGI handler (what get_asgi_application() returns), with the middleware hooks run
+# in the event loop: see core/middleware.py.
+from core.middleware import ASGIHandler  # noqa: E402
+
+application = ASGIHandler()

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import re
+from contextlib import asynccontextmanager, contextmanager
+from unittest import mock
+
+import httpx
+import pytest
+from asgiref.sync import SyncToAsync, sync_to_async
+from django.test import AsyncClient
 
 
 def test_security_headers_are_present(alice_client):
@@ -44,14 +51,118 @@ def test_session_and_csrf_cookies_are_httponly(client, alice):
     assert response.cookies["sessionid"]["samesite"] == "Lax"
 
 
-def test_every_middleware_runs_in_the_event_loop_under_asgi():
+def test_every_middleware_is_async_capable():
     """A sync-only middleware would make Django pass every request (streams too) through a
-    thread; all of ours are async-capable."""
+    thread."""
     from django.conf import settings
     from django.utils.module_loading import import_string
 
     for path in settings.MIDDLEWARE:
         assert getattr(import_string(path), "async_capable", False), path
+
+
+@contextmanager
+def thread_trips():
+    """Count the calls that cross from the event loop to a thread (`sync_to_async`)."""
+    trips: list[str] = []
+    original = SyncToAsync.__call__
+
+    async def counting(self, *args, **kwargs):
+        trips.append(getattr(self.func, "__qualname__", repr(self.func)))
+        return await original(self, *args, **kwargs)
+
+    with mock.patch.object(SyncToAsync, "__call__", counting):
+        yield trips
+
+
+async def take_csrf_token(client: httpx.AsyncClient, path: str) -> None:
+    page = await client.get(path)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+    client.headers.update({"X-CSRFToken": token, "Referer": "https://testserver/"})
+
+
+@asynccontextmanager
+async def asgi_client(user=None):
+    """A client of the real ASGI application (bsepar_panel/asgi.py), signed in as `user`,
+    with a CSRF token in its headers."""
+    from bsepar_panel.asgi import application
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=application), base_url="https://testserver"
+    ) as client:
+        if user is not None:
+            django_client = AsyncClient()
+            await django_client.aforce_login(user)
+            client.cookies.set("sessionid", django_client.cookies["sessionid"].value)
+        await take_csrf_token(client, "/ai-chat/" if user else "/login/")
+        yield client
+
+
+def stock_hooks(trips: list[str]) -> list[str]:
+    return [t for t in trips if "process_" in t or "Middleware" in t]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_middleware_hooks_run_in_the_event_loop(alice):
+    """Under ASGI a request crosses to a thread only for I/O: Django's request signals, the
+    user (session and user row in one trip) and the view's database work. With Django's
+    stock middleware every hook was a trip of its own (18 per request here)."""
+    async with asgi_client(alice) as client:
+        with thread_trips() as trips:
+            response = await client.post("/ai-chat/stream/", data={"message": "   "})
+        assert response.status_code == 400, response.text
+        assert stock_hooks(trips) == [], trips
+        assert trips.count("_is_authenticated") == 1
+        assert "_prepare_and_release" in trips
+        with thread_trips() as trips:
+            response = await client.get("/api-manager/settings/")
+        assert response.status_code == 200
+        assert stock_hooks(trips) == [], trips
+        assert trips.count("_is_authenticated") == 1
+        # request_started, static-file lookup (tests only: autorefresh), user, view, close.
+        assert len(trips) <= 5, trips
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_django_test_clients_keep_the_stock_middleware(alice):
+    """The inline versions are the ASGI application's; Django's test clients build their own
+    chain from MIDDLEWARE, unchanged (so the stock behaviour stays covered too)."""
+    from tests.ai_chat.helpers import client_for
+
+    client = await client_for(alice)
+    with thread_trips() as trips:
+        response = await client.get("/api-manager/settings/")
+    assert response.status_code == 200
+    assert "SecurityMiddleware.process_request" in trips
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_sign_in_sessions_csrf_and_messages_work_under_the_asgi_application(alice):
+    """The session is saved (in a thread) when it changed; CSRF is enforced; a message is
+    stored, shown once and gone."""
+    from tests.conftest import PASSWORD, make_key
+
+    async with asgi_client() as client:
+        response = await client.post(
+            "/login/", data={"username": "alice", "password": PASSWORD}, headers={"X-CSRFToken": ""}
+        )
+        assert response.status_code == 403  # no CSRF token
+        response = await client.post("/login/", data={"username": "alice", "password": PASSWORD})
+        assert response.status_code == 302, response.text[:300]
+        assert client.cookies.get("sessionid")
+        await take_csrf_token(client, "/ai-chat/")  # a new token comes with the new session
+        key = await sync_to_async(make_key)(alice, label="Team key")
+        response = await client.post(f"/api-manager/keys/{key.pk}/toggle/")
+        assert response.status_code == 302
+        page = await client.get("/api-manager/settings/")
+        assert page.status_code == 200
+        assert "Key “Team key” disabled." in page.text
+        page = await client.get("/api-manager/settings/")
+        assert "Key “Team key” disabled." not in page.text
+        await client.post("/logout/")
+        response = await client.get("/api-manager/settings/")
+        assert response.status_code == 302
+        assert "/login/" in response.headers["location"]
 
 
 async def test_static_files_are_served_by_the_async_middleware(async_client):
