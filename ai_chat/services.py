@@ -18,7 +18,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Case, Q, Value, When
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -295,8 +295,28 @@ def _prepare(user: Any, data: dict[str, Any]) -> Turn:
     return Turn(conversation, user_message, reply, key, config, request, user)
 
 
+def _prepare_and_release(user: Any, data: dict[str, Any]) -> Turn:
+    try:
+        return _prepare(user, data)
+    finally:
+        release_connections()
+
+
+def release_connections() -> None:
+    """Close this thread's database connections (back to the pool, on PostgreSQL).
+
+    A chat stream stays open for as long as the reply takes, or minutes for a slow first
+    token; its request thread must not hold a connection all that time (one per open stream
+    would exhaust the pool, or PostgreSQL's `max_connections` without one). The reply is
+    saved at the end on a connection taken then.
+    """
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:  # a test's own transaction stays open
+            connection.close()
+
+
 async def prepare_turn(user: Any, data: dict[str, Any]) -> Turn:
-    return await sync_to_async(_prepare)(user, data)
+    return await sync_to_async(_prepare_and_release)(user, data)
 
 
 def estimate_tokens(text: str) -> int:

@@ -87,6 +87,8 @@ INSTALLED_APPS = [
     "ai_chat",
 ]
 
+# Under ASGI, bsepar_panel/asgi.py runs these with their hooks in the event loop instead of a
+# thread each (core.middleware.ASGIHandler); the paths stay Django's for the deploy checks.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "core.middleware.StaticFilesMiddleware",  # WhiteNoise, without a thread hop under ASGI
@@ -129,15 +131,20 @@ DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Under ASGI every request may run in a new thread: persistent connections would
-    # leak, so connections are pooled (psycopg pool) when DATABASE_POOL is on.
+    # Under ASGI every request runs its database work in a thread of its own, so persistent
+    # connections would leak: connections come from a psycopg pool instead (DATABASE_POOL,
+    # on by default), and go back to it when a request ends or a chat stream starts.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
-    if env.bool("DATABASE_POOL", default=False):
+    if env.bool("DATABASE_POOL", default=True):
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             "min_size": env.int("DATABASE_POOL_MIN", default=2),
             "max_size": env.int("DATABASE_POOL_MAX", default=20),
+            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
         }
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Django's backend with writers queued on a lock instead of SQLite's sleep-and-retry
+    # (core/sqlite/base.py: seconds saved per turn under a burst of chats).
+    DATABASES["default"]["ENGINE"] = "core.sqlite"
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
             # WAL lets readers and one writer work at once; the init command runs per connection.

@@ -12,6 +12,9 @@ os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-01234567
 os.environ.setdefault("ENCRYPTION_KEYS", "kWaYx8xY2mQhD0pLqYV1dO6n2v3m0sJ8vFQ6y5w0b0Q=")
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "off")
+# The suite's own connections are not pooled (pytest-django creates and drops the test
+# database under them); the gunicorn processes of tests/deploy run with the pool, as deployed.
+os.environ.setdefault("DATABASE_POOL", "off")
 
 from bsepar_panel.settings import *  # noqa: E402,F403
 
@@ -28,7 +31,7 @@ WHITENOISE_AUTOREFRESH = True
 
 # SQLite tests use a file, not shared-cache memory: concurrent writers then wait for each
 # other (busy timeout) as they do in production, instead of failing at once.
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+if DATABASES["default"]["ENGINE"] == "core.sqlite":  # noqa: F405
     import tempfile
 
     _test_db = os.path.join(tempfile.gettempdir(), f"bsepar-test-{os.getpid()}.sqlite3")

@@ -32,7 +32,7 @@ def free_port() -> int:
 
 def database_url(settings_dict: dict) -> str:
     """A DATABASE_URL for the database Django is connected to (the test database, in tests)."""
-    if settings_dict["ENGINE"].endswith("sqlite3"):
+    if "sqlite" in settings_dict["ENGINE"]:
         return f"sqlite:///{settings_dict['NAME']}"
     user = settings_dict.get("USER") or "postgres"
     password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""

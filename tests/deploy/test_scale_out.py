@@ -8,6 +8,7 @@ import re
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -222,3 +223,54 @@ def test_a_session_lockout_budget_and_conversation_hold_across_two_servers(
     assert Message.objects.filter(
         content="Hello! You said: hello from server one", status="complete"
     ).exists()
+
+
+def test_open_streams_hold_no_database_connection(transactional_db, static_root, alice, fake):
+    """Twelve streams waiting for a slow first token, through one server whose pool has three
+    connections (on PostgreSQL): each turn takes a connection to start and one to end, none
+    while it streams, so all twelve reach the provider at once and all finish."""
+    env = stack.panel_env(
+        stack.database_url(connection.settings_dict),
+        stack.redis_url(),
+        static_root,
+        DATABASE_POOL_MIN="1",
+        DATABASE_POOL_MAX="3",
+        DATABASE_POOL_TIMEOUT="2",
+    )
+    panel = stack.Panel(env)
+    key = make_key(alice, fake)
+    fake.slow_first_token = 4.0
+    count = 12
+    try:
+        first = Direct(panel)
+        assert (
+            first.post_form(
+                "/login/", "/login/", {"username": "alice", "password": PASSWORD}
+            ).status_code
+            == 302
+        )
+        token = re.search(
+            r'name="csrfmiddlewaretoken" value="([^"]+)"', first.get("/ai-chat/").text
+        ).group(1)
+
+        def one(_: int) -> str:
+            with browser(panel.url) as client:
+                response = client.post(
+                    "/ai-chat/stream/",
+                    data={"message": "[[slow]] wait", "key": key.pk},
+                    headers={"X-CSRFToken": token, **first._headers()},
+                )
+                return response.text
+
+        with ThreadPoolExecutor(count) as pool:
+            replies = pool.map(one, range(count))
+            deadline = time.monotonic() + 3.5
+            while fake.open_streams < count and time.monotonic() < deadline:
+                time.sleep(0.05)
+            opened = fake.open_streams
+            replies = list(replies)
+        assert opened == count, panel.output()[-2000:]
+        assert all("event: done" in reply for reply in replies), replies[0][-500:]
+        first.close()
+    finally:
+        panel.stop()
