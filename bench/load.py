@@ -147,6 +147,18 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def speed_us() -> float:
+    """A yardstick of this machine's single-core Python speed: µs for sum(range(1000))."""
+    import timeit
+
+    return min(timeit.repeat("sum(range(1000))", number=2000, repeat=5)) / 2000 * 1e6
+
+
 def rss_mb(pids: list[int]) -> float:
     total = 0
     for pid in pids:
@@ -272,6 +284,7 @@ async def concurrency_run(st: Stack, session: Session, n: int) -> dict:
         panel, direct = fresh(), fresh()
         pids = st.worker_pids()
         cpu0, rss0 = cpu_seconds(pids), rss_mb(pids)
+        own0, fake0 = own_cpu_seconds(), cpu_seconds([st.fake.proc.pid])
         tasks = []
         for _ in range(n):
             # Each panel stream gets its own result slot for "first token".
@@ -289,6 +302,7 @@ async def concurrency_run(st: Stack, session: Session, n: int) -> dict:
             await asyncio.sleep(0.25)
             peak = max(peak, rss_mb(pids))
         cpu1 = cpu_seconds(pids)
+        own1, fake1 = own_cpu_seconds(), cpu_seconds([st.fake.proc.pid])
     return {
         "n": n,
         "panel_ttft_p50": pct(panel["ttft"], 50),
@@ -303,6 +317,9 @@ async def concurrency_run(st: Stack, session: Session, n: int) -> dict:
         "errors": panel["errors"],
         "direct_completed": direct["done"],
         "cpu_ms_per_stream": (cpu1 - cpu0) * 1000 / n,
+        # What shares the panel's cores: this load generator (both streams of a pair) and the fake.
+        "client_cpu_ms_per_stream": (own1 - own0) * 1000 / n,
+        "fake_cpu_ms_per_stream": (fake1 - fake0) * 1000 / n,
         "mem_kb_per_stream": max(0.0, peak - rss0) * 1024 / n,
     }
 
@@ -433,7 +450,10 @@ def machine() -> str:
         // 1024
         // 1024
     )
-    return f"{os.cpu_count()} cores ({cpu}), {memory} GiB, Python {platform.python_version()}, {platform.platform()}"
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {memory} GiB, Python {platform.python_version()}, "
+        f"{platform.platform()}; `sum(range(1000))` takes {speed_us():.1f} µs here"
+    )
 
 
 def report(results: dict) -> str:
@@ -441,13 +461,13 @@ def report(results: dict) -> str:
         "# Benchmark results",
         "",
         f"Run {results['date']} by `make bench` on {results['machine']}. The load generator, the fake provider and the panel "
-        f"({results['workers']} gunicorn/uvicorn workers, SQLite) share this machine, so the figures are pessimistic. "
+        f"({results['workers']} gunicorn/uvicorn workers, {results.get('database', 'SQLite')}) share this machine, so the figures are pessimistic. "
         f"The fake sends a 50-piece reply at {1 / results['word_delay']:.0f} pieces/s.",
         "",
         "## Added time to first token (panel minus direct, same run, interleaved)",
         "",
-        "| streams | panel p50 | direct p50 | **added p50** | panel p99 | direct p99 | **added p99** | relay p50 | relay p99 | completed | errors | CPU ms/stream | memory KiB/stream |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| streams | panel p50 | direct p50 | **added p50** | panel p99 | direct p99 | **added p99** | relay p50 | relay p99 | completed | errors | CPU ms/stream | memory KiB/stream | client + fake CPU ms/stream |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in results["concurrency"]:
         added50 = (
@@ -463,11 +483,14 @@ def report(results: dict) -> str:
         lines.append(
             f"| {row['n']} | {ms(row['panel_ttft_p50'])} | {ms(row['direct_ttft_p50'])} | **{ms(added50)}** | {ms(row['panel_ttft_p99'])} | "
             f"{ms(row['direct_ttft_p99'])} | **{ms(added99)}** | {ms(row['relay_p50'])} | {ms(row['relay_p99'])} | {row['completed']}/{row['n']} | "
-            f"{row['errors']} | {row['cpu_ms_per_stream']:.1f} | {row['mem_kb_per_stream']:.0f} |"
+            f"{row['errors']} | {row['cpu_ms_per_stream']:.1f} | {row['mem_kb_per_stream']:.0f} | "
+            f"{row.get('client_cpu_ms_per_stream', 0):.1f} + {row.get('fake_cpu_ms_per_stream', 0):.1f} |"
         )
     lines += [
         "",
-        "Times in milliseconds. Relay delay: arrival at the client minus the provider's send time of each piece.",
+        "Times in milliseconds. Relay delay: arrival at the client minus the provider's send time of each piece. "
+        "CPU ms/stream: the panel's workers; the last column is what the load generator (a panel and a direct "
+        "stream per row) and the fake provider spent on the same cores.",
         "",
     ]
     lines += [
@@ -541,6 +564,7 @@ async def main_async(args) -> dict:
             "machine": machine(),
             "workers": args.workers,
             "word_delay": args.word_delay,
+            "database": "PostgreSQL" if os.environ.get("BENCH_DATABASE_URL") else "SQLite",
         }
         await concurrency_run(st, session, 5)  # warm-up: clients, connections, caches
         results["concurrency"] = []
