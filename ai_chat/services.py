@@ -16,9 +16,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import transaction
 from django.db.models import Case, Q, Value, When
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -35,7 +34,7 @@ from api_manager.providers import (
     Usage,
     get_provider,
 )
-from core import crypto
+from core import crypto, db
 
 logger = logging.getLogger(__name__)
 
@@ -295,28 +294,10 @@ def _prepare(user: Any, data: dict[str, Any]) -> Turn:
     return Turn(conversation, user_message, reply, key, config, request, user)
 
 
-def _prepare_and_release(user: Any, data: dict[str, Any]) -> Turn:
-    try:
-        return _prepare(user, data)
-    finally:
-        release_connections()
-
-
-def release_connections() -> None:
-    """Close this thread's database connections (back to the pool, on PostgreSQL).
-
-    A chat stream stays open for as long as the reply takes, or minutes for a slow first
-    token; its request thread must not hold a connection all that time (one per open stream
-    would exhaust the pool, or PostgreSQL's `max_connections` without one). The reply is
-    saved at the end on a connection taken then.
-    """
-    for connection in connections.all(initialized_only=True):
-        if not connection.in_atomic_block:  # a test's own transaction stays open
-            connection.close()
-
-
 async def prepare_turn(user: Any, data: dict[str, Any]) -> Turn:
-    return await sync_to_async(_prepare_and_release)(user, data)
+    """Check and start a turn (core.db: on a database thread, which holds no connection
+    afterwards: a stream may stay open for minutes and must not tie one up)."""
+    return await db.run(_prepare, user, data)
 
 
 def estimate_tokens(text: str) -> int:
@@ -441,8 +422,8 @@ async def run_turn(turn: Turn) -> AsyncIterator[str]:
     async def finish(status: str, error: ProviderError | None) -> None:
         # Shielded: a second cancellation must not lose what arrived.
         await asyncio.shield(
-            sync_to_async(_finish)(
-                turn, "".join(pieces), status, usage, error, first_ms, elapsed_ms(), calls
+            db.run(
+                _finish, turn, "".join(pieces), status, usage, error, first_ms, elapsed_ms(), calls
             )
         )
 

@@ -406,6 +406,12 @@ async def disconnect_run(st: Stack, session: Session, n: int) -> dict:
     slots = [fresh() for _ in range(n)]
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=n + 10)) as client:
         stats_url = f"{st.fake_url}/_fake/stats"
+        # The idle run's streams close as the panel notices their clients left: wait until
+        # none is open, so that only this run's streams are timed.
+        for _ in range(240):  # at most two minutes
+            if not (await client.get(stats_url)).json()["open_streams"]:
+                break
+            await asyncio.sleep(0.5)
         before = len((await client.get(stats_url)).json()["disconnect_times"])
         await asyncio.gather(
             *(

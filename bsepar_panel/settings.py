@@ -154,6 +154,10 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         }
     )
 
+# Threads per worker process for the database work of async requests (chat turns, loading
+# the user): core/db.py. Each holds at most one connection while it works.
+DATABASE_THREADS = env.int("DATABASE_THREADS", default=4)
+
 _cache_url = env.str("CACHE_URL", default="locmem://")
 if _cache_url.startswith("locmem://"):
     _cache_url = "locmemcache://" + _cache_url[len("locmem://") :]

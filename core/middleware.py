@@ -13,6 +13,8 @@ from django.http import HttpRequest, HttpResponseBase
 from django.middleware import clickjacking, common, csrf, locale, security
 from whitenoise.middleware import WhiteNoiseMiddleware
 
+from core import db
+
 
 class StaticFilesMiddleware(WhiteNoiseMiddleware):
     """WhiteNoise, able to run in an async middleware chain.
@@ -130,7 +132,8 @@ class AuthenticationMiddleware(InlineHooksMixin, auth.AuthenticationMiddleware):
 
 
 class LoginRequiredMiddleware(InlineHooksMixin, auth.LoginRequiredMiddleware):
-    """Loads the user (session, then user row) in one trip to a thread, then decides inline."""
+    """Loads the user (session, then user row) in one trip to a database thread (core.db),
+    then decides inline."""
 
     def __init__(self, get_response) -> None:  # type: ignore[no-untyped-def]
         super().__init__(get_response)
@@ -140,7 +143,7 @@ class LoginRequiredMiddleware(InlineHooksMixin, auth.LoginRequiredMiddleware):
     async def aprocess_view(self, request, view_func, view_args, view_kwargs):  # type: ignore[no-untyped-def]
         if not getattr(view_func, "login_required", True):
             return None
-        if await sync_to_async(_is_authenticated)(request):
+        if await db.run(_is_authenticated, request):
             return None
         return self.handle_no_permission(request, view_func)
 
