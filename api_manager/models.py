@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -174,8 +175,21 @@ class UsageStatus(models.TextChoices):
     ERROR = "error", _("error")
 
 
+class UsageRecordQuerySet(models.QuerySet["UsageRecord"]):
+    def bulk_create(self, objs, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        objs = list(objs)
+        for record in objs:
+            record.fill_day()
+        return super().bulk_create(objs, *args, **kwargs)
+
+
 class UsageRecord(models.Model):
-    """One provider call. Kept when its key is deleted (key becomes null, label stays)."""
+    """One provider call. Kept when its key is deleted (key becomes null, label stays).
+
+    `day` is the local date (TIME_ZONE) of `created_at`, stored when the record is saved, so
+    that per-day charts group in SQL: SQLite has no time zones and truncated every row's date
+    in Python, which made a dashboard with a busy month cost milliseconds per thousand calls.
+    """
 
     key = models.ForeignKey(
         ProviderKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="usage"
@@ -199,6 +213,9 @@ class UsageRecord(models.Model):
     status = models.CharField(max_length=10, choices=UsageStatus.choices, default=UsageStatus.OK)
     error_code = models.CharField(max_length=20, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    day = models.DateField(editable=False)
+
+    objects = UsageRecordQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
@@ -210,6 +227,14 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model} {self.input_tokens}+{self.output_tokens}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.fill_day()
+        super().save(*args, **kwargs)
+
+    def fill_day(self) -> None:
+        if self.day is None:
+            self.day = timezone.localdate(self.created_at)
 
     @property
     def total_tokens(self) -> int:

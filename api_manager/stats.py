@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db.models import Count, Q, QuerySet, Sum
-from django.db.models.functions import Coalesce, TruncDate
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from api_manager.models import UsageRecord, UsageStatus
@@ -41,7 +41,6 @@ def daily(records: QuerySet[UsageRecord], days: int = 30) -> list[Day]:
     """Per day totals of `records` for the last `days` days, oldest first, gaps filled."""
     rows = (
         records.filter(created_at__gte=since(days))
-        .annotate(day=TruncDate("created_at", tzinfo=timezone.get_current_timezone()))
         .values("day")
         .annotate(
             input_tokens=Coalesce(Sum("input_tokens"), 0),

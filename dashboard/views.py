@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db.models import Count, Q, Sum
-from django.db.models.functions import Coalesce, TruncDate
+from django.db.models.functions import Coalesce
 from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -29,7 +29,6 @@ def _usage_by_day_key_provider(records, first_day: dt.date) -> list[dict[str, An
     start = timezone.make_aware(dt.datetime.combine(first_day, dt.time.min))
     return list(
         records.filter(created_at__gte=start)
-        .annotate(day=TruncDate("created_at", tzinfo=timezone.get_current_timezone()))
         .values("day", "key_label", "provider")
         .annotate(
             tokens_in=Coalesce(Sum("input_tokens"), 0),

@@ -93,3 +93,38 @@ def test_the_dashboard_query_count_is_constant(
     with django_assert_num_queries(7):
         response = admin_client.get("/")
     assert response.status_code == 200
+
+
+def test_usage_is_grouped_by_day_in_sql_not_row_by_row(alice_client, alice):
+    """The day of each call is stored with it: the charts group in SQL. (Truncating
+    `created_at` to a local date made SQLite call a Python function for every row of the
+    month, and PostgreSQL convert every row's time zone.)"""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    key = make_key(alice)
+    usage(key, alice, 20)
+    with CaptureQueriesContext(connection) as ctx:
+        assert alice_client.get("/").status_code == 200
+        assert alice_client.get(f"/api-manager/keys/{key.pk}/usage/").status_code == 200
+    sql = "\n".join(q["sql"] for q in ctx.captured_queries)
+    assert '"day"' in sql
+    assert "django_datetime_cast_date" not in sql
+    assert "AT TIME ZONE" not in sql
+
+
+def test_a_calls_day_is_its_local_date_in_time_zone(settings, alice):
+    from api_manager.stats import daily
+
+    settings.TIME_ZONE = "Asia/Tehran"  # UTC+03:30
+    key = make_key(alice)
+    yesterday = timezone.now().astimezone(dt.UTC) - dt.timedelta(days=1)
+    late = yesterday.replace(hour=21, minute=0, second=0, microsecond=0)
+    record = UsageRecord.objects.create(
+        key=key, provider=key.provider, input_tokens=1, output_tokens=2, created_at=late
+    )
+    assert record.day == (late + dt.timedelta(hours=3, minutes=30)).date()
+    assert record.day == yesterday.date() + dt.timedelta(days=1)
+    days = {d.date: d.requests for d in daily(UsageRecord.objects.all(), days=3)}
+    assert days[record.day] == 1
+    assert sum(days.values()) == 1
