@@ -412,6 +412,13 @@ async def disconnect_run(st: Stack, session: Session, n: int) -> dict:
             if not (await client.get(stats_url)).json()["open_streams"]:
                 break
             await asyncio.sleep(0.5)
+        # ...and until the panel has saved them (each is saved as `stopped`): workers quiet.
+        pids = st.worker_pids()
+        for _ in range(120):  # at most a minute
+            busy = cpu_seconds(pids)
+            await asyncio.sleep(0.5)
+            if cpu_seconds(pids) - busy < 0.05:
+                break
         before = len((await client.get(stats_url)).json()["disconnect_times"])
         await asyncio.gather(
             *(
