@@ -556,7 +556,12 @@ def plot(results: dict) -> None:
         label="added TTFT p99",
     )
     ax.plot(n, [r["relay_p99"] for r in rows], marker="x", linestyle="--", label="relay delay p99")
+    ax.axhline(8, color="grey", linestyle=":", linewidth=1)
+    ax.axhline(30, color="grey", linestyle="-.", linewidth=1)
+    ax.text(n[0], 8 * 1.1, "target: added p50 ≤ 8 ms at 50 streams", fontsize=7, color="grey")
+    ax.text(n[0], 30 * 1.1, "target: added p99 ≤ 30 ms at 50 streams", fontsize=7, color="grey")
     ax.set_xscale("log")
+    ax.set_yscale("log")
     ax.set_xlabel("concurrent streams")
     ax.set_ylabel("milliseconds")
     ax.set_title("bsepar panel: latency added over a direct provider call")

@@ -163,6 +163,9 @@ class Direct:
             )
         )
 
+    def sign_in(self, username: str = "alice", password: str = PASSWORD) -> httpx.Response:
+        return self.post_form("/login/", "/login/", {"username": username, "password": password})
+
     def close(self) -> None:
         self.client.close()
 
@@ -175,12 +178,7 @@ def test_a_session_lockout_budget_and_conversation_hold_across_two_servers(
 
     # Sign in on server one; the session is good on server two.
     first = Direct(one)
-    assert (
-        first.post_form(
-            "/login/", "/login/", {"username": "alice", "password": PASSWORD}
-        ).status_code
-        == 302
-    )
+    assert first.sign_in().status_code == 302
     second = Direct(two, first.cookies)
     assert second.get("/").status_code == 200
 
@@ -209,14 +207,9 @@ def test_a_session_lockout_budget_and_conversation_hold_across_two_servers(
     # A lockout earned half on one server and half on the other holds on both.
     attackers = [Direct(one, ip="203.0.113.9"), Direct(two, ip="203.0.113.9")]
     for attempt in range(settings.AXES_FAILURE_LIMIT):
-        attackers[attempt % 2].post_form(
-            "/login/", "/login/", {"username": "alice", "password": "wrong"}
-        )
+        attackers[attempt % 2].sign_in(password="wrong")
     for attacker in attackers:
-        response = attacker.post_form(
-            "/login/", "/login/", {"username": "alice", "password": PASSWORD}
-        )
-        assert response.status_code == 429
+        assert attacker.sign_in().status_code == 429
         attacker.close()
     first.close()
     second.close()
@@ -243,12 +236,7 @@ def test_open_streams_hold_no_database_connection(transactional_db, static_root,
     count = 12
     try:
         first = Direct(panel)
-        assert (
-            first.post_form(
-                "/login/", "/login/", {"username": "alice", "password": PASSWORD}
-            ).status_code
-            == 302
-        )
+        assert first.sign_in().status_code == 302
         token = re.search(
             r'name="csrfmiddlewaretoken" value="([^"]+)"', first.get("/ai-chat/").text
         ).group(1)
