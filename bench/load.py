@@ -81,7 +81,7 @@ def raise_fd_limit() -> None:
 
 
 class Stack:
-    def __init__(self, workers: int, word_delay: float) -> None:
+    def __init__(self, workers: int, word_delay: float, panel_cpus: str = "") -> None:
         raise_fd_limit()
         self.tmp = Path(tempfile.mkdtemp(prefix="bsepar-bench-"))
         self.fake_port = stack.free_port()
@@ -121,7 +121,7 @@ class Stack:
             check=True,
         )
         self.key = int(out.stdout.strip().splitlines()[-1])
-        self.panel = stack.Panel(self.env, workers=workers)
+        self.panel = stack.Panel(self.env, workers=workers, cpus=panel_cpus)
 
     @property
     def fake_url(self) -> str:
@@ -473,9 +473,15 @@ def report(results: dict) -> str:
     lines = [
         "# Benchmark results",
         "",
-        f"Run {results['date']} by `make bench` on {results['machine']}. The load generator, the fake provider and the panel "
-        f"({results['workers']} gunicorn/uvicorn workers, {results.get('database', 'SQLite')}) share this machine, so the figures are pessimistic. "
-        f"The fake sends a 50-piece reply at {1 / results['word_delay']:.0f} pieces/s.",
+        f"Run {results['date']} by `make bench{' BENCH_ARGS=--pin' if results.get('pinned') else ''}` on {results['machine']}. "
+        + (
+            f"The panel ({results['workers']} gunicorn/uvicorn worker, {results.get('database', 'SQLite')}) is pinned to one core, "
+            "the load generator and the fake provider to the other(s): the panel's own figures on one core. "
+            if results.get("pinned")
+            else f"The load generator, the fake provider and the panel ({results['workers']} gunicorn/uvicorn workers, "
+            f"{results.get('database', 'SQLite')}) share this machine, so the figures are pessimistic. "
+        )
+        + f"The fake sends a 50-piece reply at {1 / results['word_delay']:.0f} pieces/s.",
         "",
         "## Added time to first token (panel minus direct, same run, interleaved)",
         "",
@@ -525,13 +531,13 @@ def report(results: dict) -> str:
         f"- Idle-but-open streams (slow first token): asked {idle['asked']}, open at the provider at once {idle['open_at_provider']}, errors {idle['errors_while_open']}.",
         f"- A closed client frees its provider stream in p50 {ms(free['free_p50'])} ms, p99 {ms(free['free_p99'])} ms ({free['freed']} of {free['closed']} freed).",
         "",
-        "![added time to first token against concurrency](added_latency.png)",
+        f"![added time to first token against concurrency](added_latency{'-pinned' if results.get('pinned') else ''}.png)",
         "",
     ]
     return "\n".join(lines)
 
 
-def plot(results: dict) -> None:
+def plot(results: dict, path: Path) -> None:
     try:
         import matplotlib
 
@@ -568,11 +574,20 @@ def plot(results: dict) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(BENCH / "added_latency.png", dpi=120)
+    fig.savefig(path, dpi=120)
 
 
 async def main_async(args) -> dict:
-    st = Stack(args.workers, args.word_delay)
+    panel_cpus = ""
+    if args.pin:
+        # The panel on the last core, the load generator and the fake (started from here, so
+        # they inherit it) on the others: the panel's own figures, without the client's CPU.
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) < 2:
+            raise SystemExit("--pin needs at least two cores")
+        panel_cpus = str(cores[-1])
+        os.sched_setaffinity(0, cores[:-1])
+    st = Stack(args.workers, args.word_delay, panel_cpus)
     try:
         session = Session(st.panel.url)
         async with httpx.AsyncClient(timeout=30) as client:
@@ -606,7 +621,12 @@ async def main_async(args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 50, 200, 500])
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--workers", type=int, default=None, help="default: one per panel core")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="panel on the last core, load generator and fake on the rest (writes RESULTS-pinned.md)",
+    )
     parser.add_argument(
         "--word-delay", type=float, default=0.02, help="seconds between pieces (0.02 = 50 tokens/s)"
     )
@@ -614,10 +634,14 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=2000)
     parser.add_argument("--idle-seconds", type=float, default=40.0)
     args = parser.parse_args()
+    if args.workers is None:
+        args.workers = 1 if args.pin else (os.cpu_count() or 2)
     results = asyncio.run(main_async(args))
-    (BENCH / "results.json").write_text(json.dumps(results, indent=2))
-    plot(results)
-    target = BENCH / "RESULTS.md"
+    results["pinned"] = args.pin
+    suffix = "-pinned" if args.pin else ""
+    (BENCH / f"results{suffix}.json").write_text(json.dumps(results, indent=2))
+    plot(results, BENCH / f"added_latency{suffix}.png")
+    target = BENCH / f"RESULTS{suffix}.md"
     kept = ""
     if target.exists() and MARKER in target.read_text():
         kept = target.read_text().split(MARKER, 1)[1]

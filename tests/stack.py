@@ -134,11 +134,13 @@ class Process:
 class Panel(Process):
     """One app server: gunicorn with the uvicorn worker and deploy/gunicorn.conf.py."""
 
-    def __init__(self, env: dict[str, str], workers: int = 1) -> None:
+    def __init__(self, env: dict[str, str], workers: int = 1, cpus: str = "") -> None:
+        """`cpus`: pin the server to these CPUs (taskset list, e.g. "1"), for the benchmark."""
         self.port = free_port()
         env = dict(env, BIND=f"127.0.0.1:{self.port}", WEB_CONCURRENCY=str(workers))
         super().__init__(
             [
+                *(["taskset", "-c", cpus] if cpus else []),
                 sys.executable,
                 "-m",
                 "gunicorn",
