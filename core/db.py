@@ -40,19 +40,17 @@ def _get_executor() -> ThreadPoolExecutor:
         return _executor
 
 
-def release_connections(*, keep_sqlite: bool = False) -> None:
-    """Close this thread's database connections (back to the pool, on PostgreSQL).
-
-    A connection inside a transaction (a test's own) is left alone, as is, with `keep_sqlite`,
-    a usable SQLite one.
-    """
+def _release_connections() -> None:
+    """Close this thread's database connections (back to the pool, on PostgreSQL), except a
+    usable SQLite one and one inside a transaction (a test's own)."""
     for connection in connections.all(initialized_only=True):
         if connection.in_atomic_block:
             continue
-        if keep_sqlite and connection.vendor == "sqlite":
-            if not connection.errors_occurred or connection.is_usable():
-                connection.errors_occurred = False
-                continue
+        if connection.vendor == "sqlite" and (
+            not connection.errors_occurred or connection.is_usable()
+        ):
+            connection.errors_occurred = False
+            continue
         connection.close()
 
 
@@ -60,7 +58,7 @@ def _job(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
         return func(*args, **kwargs)
     finally:
-        release_connections(keep_sqlite=True)
+        _release_connections()
 
 
 def _called_from_sync_code() -> bool:

@@ -142,18 +142,14 @@ def apply_change(
     user: Any, change: FileChange, payload: Any, started: float
 ) -> tuple[int, dict[str, Any]]:
     """Apply a pending change with auditing; a conflict supersedes it and answers a fresh preview."""
+
+    def log(outcome: str, **fields: Any) -> None:
+        audit.record(user, ActionKind.CONFIRM, payload, outcome, started=started, **fields)
+
     try:
         applied = files.apply(change)
     except files.FileRefused as exc:
-        audit.record(
-            user,
-            ActionKind.CONFIRM,
-            payload,
-            ActionOutcome.REFUSED,
-            started=started,
-            error=str(exc),
-            path=change.path,
-        )
+        log(ActionOutcome.REFUSED, error=str(exc), path=change.path)
         return 400, {"error": str(exc)}
     except files.FileConflict as exc:
         FileChange.objects.filter(pk=change.pk, status=ChangeStatus.PENDING).update(
@@ -164,25 +160,9 @@ def apply_change(
             answer.update(files.preview(user, change.path, change.content).as_json())
         except files.FileRefused as refused:
             answer["error"] += f" {refused}"
-        audit.record(
-            user,
-            ActionKind.CONFIRM,
-            payload,
-            ActionOutcome.CONFLICT,
-            started=started,
-            error=str(exc),
-            path=change.path,
-        )
+        log(ActionOutcome.CONFLICT, error=str(exc), path=change.path)
         return 409, answer
-    audit.record(
-        user,
-        ActionKind.CONFIRM,
-        payload,
-        ActionOutcome.OK,
-        started=started,
-        path=applied.path,
-        file_hash=applied.after_hash,
-    )
+    log(ActionOutcome.OK, path=applied.path, file_hash=applied.after_hash)
     return 200, {"ok": True, "change": applied.pk}
 
 

@@ -161,18 +161,18 @@ async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, Any]
                 event = line[6:].strip()
             continue
         if data:
-            text = "\n".join(data)
-            try:
-                yield event, json.loads(text)
-            except ValueError:
-                yield event, text
+            yield event, _event_data(data)
         event, data = "", []
     if data:
-        text = "\n".join(data)
-        try:
-            yield event, json.loads(text)
-        except ValueError:
-            yield event, text
+        yield event, _event_data(data)
+
+
+def _event_data(lines: list[str]) -> Any:
+    text = "\n".join(lines)
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def sdk_error(exc: Exception, sdk: Any, label: str, *, mid_stream: bool = False) -> ProviderError:

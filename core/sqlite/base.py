@@ -36,7 +36,8 @@ def _is_memory(name: str) -> bool:
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
-    _writer_held = False
+    # The process lock this connection holds while in a transaction, else None.
+    _writer_lock: threading.Lock | None = None
     _writer_fd: int | None = None
 
     def _writer_acquire(self) -> None:
@@ -55,15 +56,15 @@ class DatabaseWrapper(base.DatabaseWrapper):
         except BaseException:
             lock.release()
             raise
-        self._writer_held = True
+        self._writer_lock = lock
 
     def _writer_release(self) -> None:
-        if not self._writer_held:
+        lock, self._writer_lock = self._writer_lock, None
+        if lock is None:
             return
-        self._writer_held = False
         if self._writer_fd is not None:
             fcntl.flock(self._writer_fd, fcntl.LOCK_UN)
-        _process_lock(str(self.settings_dict["NAME"])).release()
+        lock.release()
 
     def _start_transaction_under_autocommit(self) -> None:
         self._writer_acquire()
