@@ -33,25 +33,35 @@ def admin_user(db) -> User:
     return User.objects.create_superuser("admin", "admin@example.com", PASSWORD)
 
 
+def signed_in(user: User) -> Client:
+    """A test client signed in as `user`."""
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def user_with_permissions(username: str, *codenames: str) -> User:
+    """A user granted the given permissions (fetched again: permissions are cached)."""
+    from django.contrib.auth.models import Permission
+
+    user = User.objects.create_user(username, password=PASSWORD)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    return User.objects.get(pk=user.pk)
+
+
 @pytest.fixture
 def alice_client(alice) -> Client:
-    client = Client()
-    client.force_login(alice)
-    return client
+    return signed_in(alice)
 
 
 @pytest.fixture
 def bob_client(bob) -> Client:
-    client = Client()
-    client.force_login(bob)
-    return client
+    return signed_in(bob)
 
 
 @pytest.fixture
 def admin_client(admin_user) -> Client:
-    client = Client()
-    client.force_login(admin_user)
-    return client
+    return signed_in(admin_user)
 
 
 @pytest.fixture(scope="session")

@@ -6,12 +6,10 @@ import json
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.contrib.auth.models import Permission, User
-from django.test import Client
 
 from ai_chat.models import ActionLog, Conversation, FileChange, Message, Role
 from tests.ai_chat.helpers import client_for, stream
-from tests.conftest import PASSWORD, make_key
+from tests.conftest import make_key, signed_in, user_with_permissions
 
 pytestmark = pytest.mark.django_db(transaction=True)
 PROVIDERS = ["openai", "anthropic"]
@@ -19,9 +17,7 @@ PROVIDERS = ["openai", "anthropic"]
 
 @pytest.fixture
 def operator(db):
-    user = User.objects.create_user("olga", password=PASSWORD)
-    user.user_permissions.add(*Permission.objects.filter(codename__in=["run_query", "write_files"]))
-    return User.objects.get(pk=user.pk)
+    return user_with_permissions("olga", "run_query", "write_files")
 
 
 @pytest.fixture
@@ -33,15 +29,9 @@ def workspace(tmp_path, settings):
     return root
 
 
-def sync_client(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 async def decide(user, url, decision):
     def post():
-        return sync_client(user).post(url, {"decision": decision})
+        return signed_in(user).post(url, {"decision": decision})
 
     return await sync_to_async(post)()
 
@@ -115,7 +105,7 @@ async def test_an_append_tool_call_shows_a_diff_applies_on_approval_and_can_be_u
     assert body["card"]["state"] == "applied"
     assert (workspace / "notes.md").read_text() == "# Notes\ndef added():\n    return 42\n"
     undo = await sync_to_async(
-        lambda: sync_client(operator).post(
+        lambda: signed_in(operator).post(
             f"/api/actions/changes/{body['card']['change']}/undo/",
             "{}",
             content_type="application/json",

@@ -7,10 +7,10 @@ import os
 import threading
 
 import pytest
-from django.contrib.auth.models import Permission, User
 from django.test import Client
 
 from ai_chat.models import ActionLog, ChangeStatus, FileChange
+from tests.conftest import signed_in, user_with_permissions
 
 APPEND, CONFIRM = "/api/actions/append/", "/api/actions/append/confirm/"
 
@@ -27,16 +27,12 @@ def root(tmp_path, settings):
 
 @pytest.fixture
 def writer(db):
-    user = User.objects.create_user("wendy", password="x")
-    user.user_permissions.add(Permission.objects.get(codename="write_files"))
-    return user
+    return user_with_permissions("wendy", "write_files")
 
 
 @pytest.fixture
 def writer_client(writer):
-    client = Client()
-    client.force_login(writer)
-    return client
+    return signed_in(writer)
 
 
 def post(client, url, **body):

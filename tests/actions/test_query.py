@@ -5,30 +5,26 @@ from __future__ import annotations
 import json
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.test import Client
 
 from ai_chat.actions import query
 from ai_chat.models import ActionLog, Conversation, Message, Role
 from api_manager.models import ProviderKey, UsageRecord
-from tests.conftest import make_key
+from tests.conftest import make_key, signed_in, user_with_permissions
 
 URL = "/api/actions/query/"
 
 
 @pytest.fixture
 def querier(db):
-    user = User.objects.create_user("carol", password="x")
-    user.user_permissions.add(Permission.objects.get(codename="run_query"))
-    return user
+    return user_with_permissions("carol", "run_query")
 
 
 @pytest.fixture
 def querier_client(querier):
-    client = Client()
-    client.force_login(querier)
-    return client
+    return signed_in(querier)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import time
 from ai_chat.models import Conversation, Message, Status
 from api_manager.models import ProviderKey
 from tests.browser.conftest import screenshot
-from tests.conftest import OPENAI_SECRET, PASSWORD, make_key
+from tests.conftest import OPENAI_SECRET, PASSWORD, make_key, user_with_permissions
 
 
 def sign_in(page, base: str, username: str = "alice") -> None:
@@ -214,16 +214,13 @@ def test_the_csp_is_active_and_no_page_has_console_errors(live_asgi, page, alice
 def test_the_assistant_proposes_an_action_and_runs_it_only_after_approval(
     live_asgi, page, fake, tmp_path, settings
 ):
-    from django.contrib.auth.models import Permission, User
-
     from ai_chat.models import ActionLog
 
     workspace = tmp_path / "ws"
     workspace.mkdir()
     (workspace / "notes.md").write_text("# Notes\n")
     settings.FILE_ACTIONS_ROOT = str(workspace)
-    user = User.objects.create_user("olga", password=PASSWORD)
-    user.user_permissions.add(*Permission.objects.filter(codename__in=["run_query", "write_files"]))
+    user = user_with_permissions("olga", "run_query", "write_files")
     make_key(user, fake)
     sign_in(page, live_asgi.url, "olga")
     page.goto(f"{live_asgi.url}/ai-chat/")

@@ -81,7 +81,7 @@ def browser(base: str, **kwargs) -> httpx.Client:
     )
 
 
-def csrf_token(client: httpx.Client, path: str) -> str:
+def csrf_token(client: httpx.Client | Direct, path: str) -> str:
     return re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', client.get(path).text).group(1)
 
 
@@ -154,9 +154,7 @@ class Direct:
         return self._keep(self.client.get(path, headers=self._headers()))
 
     def post_form(self, page: str, path: str, data: dict) -> httpx.Response:
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', self.get(page).text).group(
-            1
-        )
+        token = csrf_token(self, page)
         return self._keep(
             self.client.post(
                 path, data=dict(data, csrfmiddlewaretoken=token), headers=self._headers()
@@ -237,9 +235,7 @@ def test_open_streams_hold_no_database_connection(transactional_db, static_root,
     try:
         first = Direct(panel)
         assert first.sign_in().status_code == 302
-        token = re.search(
-            r'name="csrfmiddlewaretoken" value="([^"]+)"', first.get("/ai-chat/").text
-        ).group(1)
+        token = csrf_token(first, "/ai-chat/")
 
         def one(_: int) -> str:
             with browser(panel.url) as client:
