@@ -9,6 +9,7 @@ end, whole or partial, with its usage. No database write happens per token.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import time
@@ -300,9 +301,47 @@ async def prepare_turn(user: Any, data: dict[str, Any]) -> Turn:
     return await db.run(_prepare, user, data)
 
 
-def estimate_tokens(text: str) -> int:
+def estimate_tokens(chars: int) -> int:
     """A rough token count (about four characters a token) for when the provider said nothing."""
-    return max(1, (len(text) + 3) // 4) if text else 0
+    return max(1, (chars + 3) // 4) if chars else 0
+
+
+@dataclass(frozen=True)
+class CountedUsage:
+    """The tokens recorded for a turn; `estimated` when any count is ours, not the provider's."""
+
+    input_tokens: int
+    output_tokens: int
+    estimated: bool
+
+
+def count_usage(request: ChatRequest, text: str, usage: Usage | None) -> CountedUsage:
+    """The provider's counts where it reported them, an estimate where it did not (a stream
+    stopped or cut before the provider's final usage report). The one place that estimates."""
+    reported_in = usage.input_tokens if usage is not None else None
+    reported_out = usage.output_tokens if usage is not None else None
+    input_tokens = reported_in
+    if input_tokens is None:
+        chars = sum(len(m["content"] or "") for m in request.messages) + len(request.system)
+        input_tokens = estimate_tokens(chars)
+    output_tokens = reported_out if reported_out is not None else estimate_tokens(len(text))
+    return CountedUsage(
+        input_tokens, output_tokens, estimated=reported_in is None or reported_out is None
+    )
+
+
+@dataclass(frozen=True)
+class SavedReply:
+    """What `_finish` saved: everything the stream's `done` event reports."""
+
+    message_id: int
+    status: str
+    html: str
+    usage: CountedUsage
+    first_token_ms: int | None
+    total_ms: int
+    tool_calls: list[dict[str, Any]]
+    cards_html: str
 
 
 def _finish(
@@ -314,50 +353,45 @@ def _finish(
     first_ms: int | None,
     total_ms: int,
     calls: list[ToolCall] | None = None,
-) -> None:
-    """Save the reply, its usage record and the key's last-used/last-error, in one transaction.
+) -> SavedReply:
+    """Save the reply, its usage record and the key's last-used/last-error; return what was saved.
 
     Tool calls become approval cards on the reply (nothing runs until the user approves).
+    Everything slow comes first (Markdown, the cards, which may read files for a preview, the
+    price lookup); then one short transaction only writes.
     """
-    request_chars = sum(len(m["content"] or "") for m in turn.request.messages) + len(
-        turn.request.system
-    )
-    input_tokens = (
-        usage.input_tokens if usage and usage.input_tokens else estimate_tokens("x" * request_chars)
-    )
-    output_tokens = usage.output_tokens if usage and not usage.estimated else 0
-    estimated = usage is None or usage.estimated or not usage.input_tokens
-    if estimated and text:
-        output_tokens = max(output_tokens, estimate_tokens(text))
+    counted = count_usage(turn.request, text, usage)
     usage_status = {Status.COMPLETE: UsageStatus.OK, Status.STOPPED: UsageStatus.STOPPED}.get(
         status, UsageStatus.ERROR
     )
+    cost = ModelPrice.cost_for(turn.request.model, counted.input_tokens, counted.output_tokens)
+    # A copy: the turn keeps the row as it was started; the caller gets what was saved.
+    reply = copy.copy(turn.reply)
+    reply.set_content(text)
+    reply.status = status
+    reply.first_token_ms = first_ms
+    reply.total_ms = total_ms
+    reply.error_code = error.code if error else ""
+    reply.error_message = error.message[:300] if error else ""
+    if calls and error is None:
+        reply.tool_calls = cards_for(turn.user, calls)
+    cards_html = render_cards(reply) if reply.tool_calls else ""
     with transaction.atomic():
-        record = UsageRecord.objects.create(
+        reply.usage = UsageRecord.objects.create(
             key=turn.key,
             key_label=turn.key.label,
             user_id=turn.user.pk,
             provider=turn.key.provider,
             model=turn.request.model,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            estimated=estimated,
-            cost=ModelPrice.cost_for(turn.request.model, input_tokens, output_tokens),
+            input_tokens=counted.input_tokens,
+            output_tokens=counted.output_tokens,
+            estimated=counted.estimated,
+            cost=cost,
             first_token_ms=first_ms,
             total_ms=total_ms,
             status=usage_status,
             error_code=error.code if error else ("cancelled" if status == Status.STOPPED else ""),
         )
-        reply = turn.reply
-        reply.set_content(text)
-        reply.status = status
-        reply.usage = record
-        reply.first_token_ms = first_ms
-        reply.total_ms = total_ms
-        reply.error_code = error.code if error else ""
-        reply.error_message = error.message[:300] if error else ""
-        if calls and error is None:
-            reply.tool_calls = cards_for(turn.user, calls)
         reply.save(
             update_fields=[
                 "tool_calls",
@@ -377,7 +411,16 @@ def _finish(
             turn.key.record_error(error.message)
         else:
             turn.key.record_success()
-    turn.reply.usage = record
+    return SavedReply(
+        message_id=reply.pk,
+        status=status,
+        html=reply.content_html,
+        usage=counted,
+        first_token_ms=first_ms,
+        total_ms=total_ms,
+        tool_calls=reply.tool_calls,
+        cards_html=cards_html,
+    )
 
 
 async def run_turn(turn: Turn) -> AsyncIterator[str]:
@@ -419,9 +462,9 @@ async def run_turn(turn: Turn) -> AsyncIterator[str]:
     def elapsed_ms() -> int:
         return int((time.monotonic() - started) * 1000)
 
-    async def finish(status: str, error: ProviderError | None) -> None:
+    async def finish(status: str, error: ProviderError | None) -> SavedReply:
         # Shielded: a second cancellation must not lose what arrived.
-        await asyncio.shield(
+        return await asyncio.shield(
             db.run(
                 _finish, turn, "".join(pieces), status, usage, error, first_ms, elapsed_ms(), calls
             )
@@ -480,22 +523,21 @@ async def run_turn(turn: Turn) -> AsyncIterator[str]:
         await finish(Status.ERROR, error)
         yield sse("error", {"message": error.message, "code": error.code})
         return
-    await finish(Status.COMPLETE, None)
-    record = turn.reply.usage
+    saved = await finish(Status.COMPLETE, None)
     yield sse(
         "done",
         {
-            "message": turn.reply.pk,
+            "message": saved.message_id,
             "usage": {
-                "input_tokens": record.input_tokens,
-                "output_tokens": record.output_tokens,
-                "estimated": record.estimated,
+                "input_tokens": saved.usage.input_tokens,
+                "output_tokens": saved.usage.output_tokens,
+                "estimated": saved.usage.estimated,
             },
-            "html": turn.reply.content_html,
-            "first_token_ms": first_ms,
-            "total_ms": turn.reply.total_ms,
-            "tool_calls": turn.reply.tool_calls,
-            "cards_html": render_cards(turn.reply) if turn.reply.tool_calls else "",
+            "html": saved.html,
+            "first_token_ms": saved.first_token_ms,
+            "total_ms": saved.total_ms,
+            "tool_calls": saved.tool_calls,
+            "cards_html": saved.cards_html,
         },
     )
 

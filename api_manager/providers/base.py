@@ -22,10 +22,14 @@ from django.utils.translation import gettext as _
 
 @dataclass(frozen=True)
 class Usage:
-    input_tokens: int = 0
-    output_tokens: int = 0
-    # True when the provider did not report it (a stream stopped early) and we estimated.
-    estimated: bool = False
+    """Token counts as the provider reported them; `None` is "not reported (yet)".
+
+    The provider layer never guesses: the chat service estimates what is missing (and marks the
+    record as estimated) in one place.
+    """
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
 
 
 @dataclass(frozen=True)
