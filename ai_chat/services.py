@@ -55,6 +55,8 @@ class TurnRefused(Exception):
 
 @dataclass
 class Turn:
+    """A started turn: its rows as they were saved before the stream, the key and the request."""
+
     conversation: Conversation
     user_message: Message
     reply: Message
@@ -386,6 +388,23 @@ class SavedReply:
     tool_calls: list[dict[str, Any]]
     cards_html: str
 
+    def done_data(self) -> dict[str, Any]:
+        """The data of the stream's `done` event (CONTRACT.md)."""
+        return {
+            "message": self.message_id,
+            "status": self.status,
+            "usage": {
+                "input_tokens": self.usage.input_tokens,
+                "output_tokens": self.usage.output_tokens,
+                "estimated": self.usage.estimated,
+            },
+            "html": self.html,
+            "first_token_ms": self.first_token_ms,
+            "total_ms": self.total_ms,
+            "tool_calls": self.tool_calls,
+            "cards_html": self.cards_html,
+        }
+
 
 def _finish(
     turn: Turn,
@@ -567,22 +586,7 @@ async def run_turn(turn: Turn) -> AsyncIterator[str]:
         yield sse("error", {"message": error.message, "code": error.code})
         return
     saved = await finish(Status.COMPLETE, None)
-    yield sse(
-        "done",
-        {
-            "message": saved.message_id,
-            "usage": {
-                "input_tokens": saved.usage.input_tokens,
-                "output_tokens": saved.usage.output_tokens,
-                "estimated": saved.usage.estimated,
-            },
-            "html": saved.html,
-            "first_token_ms": saved.first_token_ms,
-            "total_ms": saved.total_ms,
-            "tool_calls": saved.tool_calls,
-            "cards_html": saved.cards_html,
-        },
-    )
+    yield sse("done", saved.done_data())
 
 
 def render_cards(message: Message) -> str:

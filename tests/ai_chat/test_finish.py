@@ -89,6 +89,7 @@ def test_what_was_saved_is_returned(alice, fake):
     assert saved.tool_calls == [] and saved.cards_html == ""
     # The turn is not used to hand results back: its reply row is as it was started.
     assert turn.reply.status == Status.STREAMING and turn.reply.usage_id is None
+    assert turn.reply.usage is None and turn.reply.content == ""
 
 
 def test_a_failed_reply_records_the_error_on_the_key_and_an_estimate(alice, fake):
