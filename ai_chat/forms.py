@@ -57,9 +57,11 @@ class IdField(forms.Field):
             return None
         try:
             number = int(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: JSON's Infinity
             number = 0
-        if isinstance(value, bool) or not 0 < number <= MAX_ID:
+        # JSON's true and 1.5 are not ids (int() would take them for 1).
+        fraction = isinstance(value, float) and not value.is_integer()
+        if isinstance(value, bool) or fraction or not 0 < number <= MAX_ID:
             raise ValidationError(
                 _("The %(what)s id is not valid.") % {"what": self.what}, code="invalid"
             )

@@ -68,6 +68,8 @@ def test_the_system_prompt_tells_absent_from_empty(settings):
         ({"message": "hi", "conversation": str(2**64)}, "The conversation id is not valid.", 400),
         ({"message": "hi", "key": "1.5"}, "The key id is not valid.", 400),
         ({"message": "hi", "key": True}, "The key id is not valid.", 400),
+        ({"message": "hi", "key": 1.5}, "The key id is not valid.", 400),
+        ({"message": "hi", "key": float("inf")}, "The key id is not valid.", 400),
         ({"message": "hi", "model": "two words"}, "The model name is not valid.", 400),
         ({"message": "hi", "model": "m" * 201}, "The model name is not valid.", 400),
         (
@@ -86,6 +88,10 @@ def test_bad_input_gets_a_clear_message_and_status(settings, data, message, stat
     got_message, got_status = refused(**data)
     assert got_message.startswith(message)
     assert got_status == status
+
+
+def test_json_numbers_are_ids():
+    assert cleaned(message="hi", conversation=7, key=8.0).cleaned_data["key"] == 8
 
 
 def test_a_regenerated_turn_needs_no_message():
