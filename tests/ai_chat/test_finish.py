@@ -8,8 +8,8 @@ from django.db import connection
 from ai_chat import services
 from ai_chat.models import Message, Status
 from api_manager.models import ModelPrice
-from api_manager.providers import ChatRequest, ProviderError, Usage
-from tests.conftest import make_key
+from api_manager.providers import ChatRequest, ProviderError, ToolCall, Usage
+from tests.conftest import make_key, user_with_permissions
 
 REQUEST = ChatRequest(model="m", messages=[{"role": "user", "content": "x" * 40}], system="y" * 4)
 
@@ -101,3 +101,23 @@ def test_a_failed_reply_records_the_error_on_the_key_and_an_estimate(alice, fake
     assert reply.error_message == "It broke."
     assert reply.usage.estimated and reply.usage.status == "error"
     assert reply.conversation.key.last_error == "It broke."
+
+
+@pytest.mark.django_db(transaction=True)
+def test_approval_cards_are_built_before_the_transaction(fake, tmp_path, settings):
+    """An append card reads the file for its diff (and audits the preview): all before the
+    transaction, which still only writes; the card comes back rendered."""
+    settings.FILE_ACTIONS_ROOT = str(tmp_path)
+    (tmp_path / "notes.md").write_text("# Notes\n")
+    operator = user_with_permissions("olga", "write_files")
+    turn = start(operator, fake)
+    call = ToolCall("call_1", "append_to_file", {"path": "notes.md", "content": "more\n"})
+    statements = Statements()
+    with connection.execute_wrapper(statements):
+        saved = services._finish(turn, "", Status.COMPLETE, Usage(5, 8), None, 1, 2, [call])
+    verbs = {sql.split(None, 1)[0].upper() for sql in statements.inside()}
+    assert verbs <= {"INSERT", "UPDATE"}, statements.inside()
+    assert [card["state"] for card in saved.tool_calls] == ["pending"]
+    assert "+more" in saved.tool_calls[0]["diff"]
+    assert 'data-call-id="call_1"' in saved.cards_html
+    assert Message.objects.get(pk=saved.message_id).tool_calls == saved.tool_calls
