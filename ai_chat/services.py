@@ -273,6 +273,7 @@ def _turn(
     reply: Message,
     history: list[Message],
 ) -> Turn:
+    """The started turn, with the request to send: `history` (newest first) trimmed to fit."""
     request = ChatRequest(
         model=checked.model,
         messages=build_history(history, settings.CHAT_CONTEXT_CHARS),
