@@ -266,79 +266,88 @@ def _reply_row(checked: _Checked, conversation: Conversation) -> Message:
     )
 
 
-def _turn(
-    checked: _Checked,
-    conversation: Conversation,
-    user_message: Message,
-    reply: Message,
-    history: list[Message],
-) -> Turn:
-    """The started turn, with the request to send: `history` (newest first) trimmed to fit."""
-    request = ChatRequest(
-        model=checked.model,
-        messages=build_history(history, settings.CHAT_CONTEXT_CHARS),
-        system=conversation.system_prompt,
-        max_tokens=settings.CHAT_MAX_OUTPUT_TOKENS,
-        tools=tools_for(checked.user),
-    )
-    return Turn(
-        conversation, user_message, reply, checked.key, checked.config, request, checked.user
-    )
+@dataclass
+class _Started:
+    """The rows a kind of turn wrote, and the messages its request is built from."""
+
+    conversation: Conversation
+    user_message: Message
+    reply: Message
+    # Newest first; trimmed to fit when the request is built.
+    history: list[Message]
 
 
-def _new_message(checked: _Checked, text: str) -> Turn:
+def _new_message(checked: _Checked, text: str) -> _Started:
     """A new user message and its reply (a new conversation when there is none)."""
-    with transaction.atomic():
-        conversation = _save_conversation(checked, title=text)
-        user_message = Message(conversation=conversation, role=Role.USER, created_at=checked.now)
-        user_message.set_content(text)
-        reply = _reply_row(checked, conversation)
-        # One INSERT for the user's message and the `streaming` reply row.
-        Message.objects.bulk_create([user_message, reply])
-    return _turn(checked, conversation, user_message, reply, [user_message, *checked.earlier])
+    conversation = _save_conversation(checked, title=text)
+    user_message = Message(conversation=conversation, role=Role.USER, created_at=checked.now)
+    user_message.set_content(text)
+    reply = _reply_row(checked, conversation)
+    # One INSERT for the user's message and the `streaming` reply row.
+    Message.objects.bulk_create([user_message, reply])
+    return _Started(conversation, user_message, reply, [user_message, *checked.earlier])
 
 
-def _regenerate(checked: _Checked) -> Turn:
+def _regenerate(checked: _Checked) -> _Started:
     """A new reply to the last user message, replacing every reply after it."""
     last_user = next((m for m in checked.earlier if m.role == Role.USER), None)
     if checked.conversation is None or last_user is None:
         raise TurnRefused(_("Nothing to regenerate yet."))
-    with transaction.atomic():
-        conversation = _save_conversation(checked)
-        # Drop every reply after the last user message (empty failed ones included).
-        conversation.messages.filter(role=Role.ASSISTANT, pk__gt=last_user.pk).delete()
-        reply = _reply_row(checked, conversation)
-        reply.save()
+    conversation = _save_conversation(checked)
+    # Drop every reply after the last user message (empty failed ones included).
+    conversation.messages.filter(role=Role.ASSISTANT, pk__gt=last_user.pk).delete()
+    reply = _reply_row(checked, conversation)
+    reply.save()
     history = [m for m in checked.earlier if not (m.role == Role.ASSISTANT and m.pk > last_user.pk)]
-    return _turn(checked, conversation, last_user, reply, history)
+    return _Started(conversation, last_user, reply, history)
 
 
-def _continue(checked: _Checked) -> Turn:
+def _continue(checked: _Checked) -> _Started:
     """The model's next reply after the results of the actions it asked for."""
     earlier = checked.earlier
     if checked.conversation is None or not earlier or earlier[0].role != Role.TOOL:
         raise TurnRefused(_("There is no action result to continue from."))
     user_message = next((m for m in earlier if m.role == Role.USER), earlier[0])
-    with transaction.atomic():
-        conversation = _save_conversation(checked)
-        reply = _reply_row(checked, conversation)
-        reply.save()
-    return _turn(checked, conversation, user_message, reply, earlier)
+    conversation = _save_conversation(checked)
+    reply = _reply_row(checked, conversation)
+    reply.save()
+    return _Started(conversation, user_message, reply, earlier)
 
 
 def _prepare(user: Any, data: dict[str, Any]) -> Turn:
     """Check the turn (TurnRefused if it cannot start), then start it according to its kind:
-    save the user's message (for a new one) and the `streaming` reply row."""
+    save the user's message (for a new one) and the `streaming` reply row; return the turn
+    with the request to send."""
     form = TurnForm(data)
     if not form.is_valid():
         message, status = form.refusal()
         raise TurnRefused(message, status=status)
     checked = _check(user, form)
-    if form.kind == TurnKind.REGENERATE:
-        return _regenerate(checked)
-    if form.kind == TurnKind.CONTINUE:
-        return _continue(checked)
-    return _new_message(checked, form.cleaned_data["message"])
+    # One short transaction for whichever kind of turn: a kind refuses before it writes, and
+    # anything refused later in it undoes the rows.
+    with transaction.atomic():
+        if form.kind == TurnKind.REGENERATE:
+            started = _regenerate(checked)
+        elif form.kind == TurnKind.CONTINUE:
+            started = _continue(checked)
+        else:
+            started = _new_message(checked, form.cleaned_data["message"])
+    request = ChatRequest(
+        model=checked.model,
+        messages=build_history(started.history, settings.CHAT_CONTEXT_CHARS),
+        system=started.conversation.system_prompt,
+        max_tokens=settings.CHAT_MAX_OUTPUT_TOKENS,
+        tools=tools_for(user),
+    )
+    return Turn(
+        started.conversation,
+        started.user_message,
+        started.reply,
+        checked.key,
+        checked.config,
+        request,
+        user,
+    )
 
 
 async def prepare_turn(user: Any, data: dict[str, Any]) -> Turn:
