@@ -1,4 +1,4 @@
-"""The stream path spends at most five queries before the provider is called, at any data size."""
+"""The stream path spends at most four queries before the provider is called, at any data size."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ def test_a_new_conversation_costs_four_queries(alice_client, alice, fake):
     assert len(queries) == 4, "\n".join(q[:200] for q in queries[:20])
 
 
-def long_conversation(alice, fake, size: int) -> Conversation:
+@pytest.mark.parametrize("size", [10, 10_000])
+def test_a_follow_up_costs_four_queries_at_any_history_size(alice_client, alice, fake, size):
     key = make_key(alice, fake)
     conversation = Conversation.objects.create(
         owner=alice, title="long", key=key, model=key.default_model
@@ -51,33 +52,7 @@ def long_conversation(alice, fake, size: int) -> Conversation:
         )
         for i in range(size)
     )
-    return conversation
-
-
-@pytest.mark.parametrize("size", [10, 10_000])
-def test_a_follow_up_costs_four_queries_at_any_history_size(alice_client, alice, fake, size):
-    conversation = long_conversation(alice, fake, size)
     warm(alice_client)
     queries = post_and_count(alice_client, message="and then?", conversation=conversation.pk)
     # 1 user, 2 conversation with its key, 3 recent history, 4 insert the message and the reply row
-    assert len(queries) == 4, "\n".join(q[:200] for q in queries[:20])
-
-
-@pytest.mark.parametrize("size", [10, 10_000])
-def test_regenerate_costs_five_queries_at_any_history_size(alice_client, alice, fake, size):
-    conversation = long_conversation(alice, fake, size)
-    warm(alice_client)
-    queries = post_and_count(alice_client, regenerate="1", conversation=conversation.pk)
-    # 1 user, 2 conversation with its key, 3 recent history, 4 delete the replies after the
-    # last user message, 5 insert the reply row
-    assert len(queries) == 5, "\n".join(q[:200] for q in queries[:20])
-
-
-@pytest.mark.parametrize("size", [10, 10_000])
-def test_continue_costs_four_queries_at_any_history_size(alice_client, alice, fake, size):
-    conversation = long_conversation(alice, fake, size)
-    Message.objects.create(conversation=conversation, role=Role.TOOL, content="{}")
-    warm(alice_client)
-    queries = post_and_count(alice_client, conversation=conversation.pk, **{"continue": "1"})
-    # 1 user, 2 conversation with its key, 3 recent history, 4 insert the reply row
     assert len(queries) == 4, "\n".join(q[:200] for q in queries[:20])

@@ -156,6 +156,7 @@ def test_a_conversation_keeps_its_key_while_the_user_may_use_it(alice, bob, anno
 
 
 # -- the endpoint's refusals -----------------------------------------------------------------
+# transaction=True: the turn's checks may run on core.db's threads, which must see the rows.
 
 
 def post(client, data, *, as_json=False):
@@ -164,6 +165,7 @@ def post(client, data, *, as_json=False):
     return client.post(STREAM, data)
 
 
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("as_json", [False, True])
 def test_refusals_keep_their_status_and_message_and_save_nothing(
     alice_client, alice, bob, fake, as_json
@@ -195,6 +197,7 @@ def test_refusals_keep_their_status_and_message_and_save_nothing(
     assert not fake.requests
 
 
+@pytest.mark.django_db(transaction=True)
 def test_a_key_without_a_default_model_asks_for_one(alice_client, alice, fake):
     key = make_key(alice, fake, default_model="")
     response = alice_client.post(STREAM, {"message": "hi", "key": key.pk})
@@ -203,6 +206,7 @@ def test_a_key_without_a_default_model_asks_for_one(alice_client, alice, fake):
     assert not Conversation.objects.exists()
 
 
+@pytest.mark.django_db(transaction=True)
 def test_a_huge_id_is_refused_not_a_server_error(alice_client, alice, fake):
     make_key(alice, fake)
     response = alice_client.post(STREAM, {"message": "hi", "conversation": str(10**30)})
@@ -210,6 +214,7 @@ def test_a_huge_id_is_refused_not_a_server_error(alice_client, alice, fake):
     assert response.json() == {"error": "The conversation id is not valid."}
 
 
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("body", ["{nope", "[1, 2]"])
 def test_a_json_body_must_be_an_object(alice_client, body):
     response = alice_client.post(STREAM, body, content_type="application/json")
