@@ -1,14 +1,18 @@
-"""One chat turn: resolve the key → save the user's message → stream the reply → save it.
+"""One chat turn: check it → save the user's message → stream the reply → save it.
 
-`prepare_turn` does every check that can refuse a turn before anything streams (raising
-`TurnRefused`), and saves the user's message. `run_turn` is the async generator behind the
-`text/event-stream` answer: it yields the contract's events and saves the reply once, at the
-end, whole or partial, with its usage. No database write happens per token.
+`prepare_turn` validates the input (ai_chat/forms.py), does every check that can refuse a turn
+before anything streams (raising `TurnRefused`), and starts the turn of its kind: a new
+message, a regenerated reply, or a continuation after an action's result. `run_turn` is the
+async generator behind the `text/event-stream` answer: it yields the contract's events and
+saves the reply once, at the end, whole or partial, with its usage. No database write happens
+per token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import datetime
 import json
 import logging
 import time
@@ -18,12 +22,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, Q, Value, When
+from django.db.models import Exists, OuterRef, Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from ai_chat.actions.tools import cards_for, tools_for
+from ai_chat.forms import TurnForm, TurnKind
 from ai_chat.models import Conversation, Message, Role, Status
 from api_manager.models import ModelPrice, ProviderKey, UsageRecord, UsageStatus
 from api_manager.providers import (
@@ -50,6 +55,8 @@ class TurnRefused(Exception):
 
 @dataclass
 class Turn:
+    """A started turn: its rows as they were saved before the stream, the key and the request."""
+
     conversation: Conversation
     user_message: Message
     reply: Message
@@ -61,19 +68,6 @@ class Turn:
 
 def sse(event: str, data: dict[str, Any]) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
-
-
-def _flag(value: Any) -> bool:
-    return str(value or "").lower() in {"1", "true", "on", "yes"}
-
-
-def _as_int(value: Any, what: str) -> int | None:
-    if value in (None, ""):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise TurnRefused(_("The %(what)s id is not valid.") % {"what": what}) from None
 
 
 def build_history(messages: list[Message], budget_chars: int) -> list[dict[str, Any]]:
@@ -138,61 +132,48 @@ def build_history(messages: list[Message], budget_chars: int) -> list[dict[str, 
     return history
 
 
-def _prepare(user: Any, data: dict[str, Any]) -> Turn:
-    """Check everything, save the user's message and a `streaming` reply row; return the turn."""
-    regenerate = _flag(data.get("regenerate"))
-    resume = _flag(data.get("continue"))
-    text = str(data.get("message") or "")
-    if resume and regenerate:
-        raise TurnRefused(_("Choose either regenerate or continue."))
-    if not regenerate and not resume:
-        if not text.strip():
-            raise TurnRefused(_("Write a message first."))
-        if len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
-            raise TurnRefused(
-                _("The message is too long (%(n)d characters at most).")
-                % {"n": settings.CHAT_MAX_MESSAGE_CHARS},
-                status=413,
-            )
-        if "\x00" in text:
-            raise TurnRefused(_("The message contains a NUL character."))
+@dataclass
+class _Checked:
+    """A turn that passed every check, before anything is written."""
 
-    conversation: Conversation | None = None
-    conversation_id = _as_int(data.get("conversation"), "conversation")
-    if conversation_id is not None:
-        # One query for the conversation and its key.
-        conversation = (
-            Conversation.objects.select_related("key")
-            .filter(pk=conversation_id, owner=user)
-            .first()
-        )
-        if conversation is None:
-            raise TurnRefused(_("No such conversation."), status=404)
-    elif regenerate or resume:
-        raise TurnRefused(_("Nothing to regenerate in a new conversation."))
+    user: Any
+    conversation: Conversation | None
+    key: ProviderKey
+    config: ProviderConfig
+    model: str
+    system: str | None
+    # Earlier messages of the conversation, newest first (before this turn's rows exist).
+    earlier: list[Message]
+    now: datetime.datetime
 
-    def usable(candidate: ProviderKey | None) -> ProviderKey | None:
-        if candidate is not None and (candidate.owner_id == user.pk or candidate.shared):
-            return candidate
+
+def _conversation_for(user: Any, conversation_id: int | None) -> Conversation | None:
+    """The user's conversation `conversation_id` (None for a new one); TurnRefused (404) if
+    there is no such conversation of theirs."""
+    if conversation_id is None:
         return None
-
-    key_id = _as_int(data.get("key"), "key")
-    keys = ProviderKey.objects.usable_by(user)
-    key: ProviderKey | None = None
-    if conversation is not None and conversation.key_id and key_id in (None, conversation.key_id):
-        key = usable(conversation.key)
-    elif key_id is not None:
-        key = keys.filter(pk=key_id).first()
-        if key is None:
-            raise TurnRefused(_("No such API key."), status=404)
-    if key is None:
-        # The default: the user's newest active key, else the team's newest.
-        key = (
-            keys.filter(is_active=True)
-            .annotate(theirs=Case(When(owner=user, then=Value(0)), default=Value(1)))
-            .order_by("theirs", "-created_at")
-            .first()
+    # One query: the conversation, its key, and whether the user may still use that key.
+    conversation = (
+        Conversation.objects.select_related("key")
+        .annotate(
+            key_usable=Exists(ProviderKey.objects.usable_by(user).filter(pk=OuterRef("key_id")))
         )
+        .filter(pk=conversation_id, owner=user)
+        .first()
+    )
+    if conversation is None:
+        raise TurnRefused(_("No such conversation."), status=404)
+    return conversation
+
+
+def _key_for(
+    user: Any, conversation: Conversation | None, key_id: int | None
+) -> tuple[ProviderKey, ProviderConfig]:
+    """The turn's key and its decrypted configuration; TurnRefused if it cannot be used."""
+    try:
+        key = ProviderKey.objects.for_turn(user, conversation, key_id)
+    except ProviderKey.DoesNotExist:
+        raise TurnRefused(_("No such API key."), status=404) from None
     if key is None:
         raise TurnRefused(_("There is no active API key: add one under API keys."), status=409)
     if not key.is_active:
@@ -211,87 +192,162 @@ def _prepare(user: Any, data: dict[str, Any]) -> Turn:
             _("The API key “%(label)s” has used its monthly token budget.") % {"label": key.label},
             status=429,
         )
+    return key, config
 
-    model = (
-        str(data.get("model") or "").strip()
-        or key.default_model
-        or (conversation.model if conversation else "")
+
+def _earlier(conversation: Conversation | None) -> list[Message]:
+    """The conversation's latest messages that may go into the context, newest first."""
+    if conversation is None:
+        return []
+    return list(
+        conversation.messages.filter(
+            Q(role__in=[Role.USER, Role.TOOL]) | ~Q(content="") | ~Q(tool_calls=[])
+        )
+        .order_by("-id")
+        .only("id", "conversation_id", "role", "content", "status", "tool_calls", "tool_call_id")[
+            :200
+        ]
     )
+
+
+def _check(user: Any, form: TurnForm) -> _Checked:
+    """Everything that can refuse a turn, before anything is written (raises TurnRefused)."""
+    data = form.cleaned_data
+    conversation = _conversation_for(user, data["conversation"])
+    key, config = _key_for(user, conversation, data["key"])
+    model = data["model"] or key.default_model or (conversation.model if conversation else "")
     if not model:
         raise TurnRefused(_("Choose a model: this key has no default model."))
-    if len(model) > 200 or any(ch.isspace() for ch in model):
-        raise TurnRefused(_("The model name is not valid."))
-
-    system = data.get("system")
-    now = timezone.now()
-    # Earlier messages, newest first, for the context (before this turn's rows exist).
-    earlier: list[Message] = []
-    if conversation is not None:
-        earlier = list(
-            conversation.messages.filter(
-                Q(role__in=[Role.USER, Role.TOOL]) | ~Q(content="") | ~Q(tool_calls=[])
-            )
-            .order_by("-id")
-            .only(
-                "id", "conversation_id", "role", "content", "status", "tool_calls", "tool_call_id"
-            )[:200]
-        )
-    with transaction.atomic():
-        if conversation is None:
-            conversation = Conversation.objects.create(
-                owner=user,
-                title=" ".join(text.split())[:80],
-                key=key,
-                model=model,
-                system_prompt=str(system or "")[: settings.CHAT_MAX_MESSAGE_CHARS],
-                created_at=now,
-                updated_at=now,
-            )
-        else:
-            # Saved only when something changed; `updated_at` is bumped when the reply is saved.
-            changed = {"key": key, "model": model}
-            if system is not None:
-                changed["system_prompt"] = str(system)[: settings.CHAT_MAX_MESSAGE_CHARS]
-            changed = {k: v for k, v in changed.items() if getattr(conversation, k) != v}
-            for name, value in changed.items():
-                setattr(conversation, name, value)
-            if changed:
-                conversation.save(update_fields=list(changed))
-        reply = Message(
-            conversation=conversation,
-            role=Role.ASSISTANT,
-            status=Status.STREAMING,
-            model=model,
-            created_at=now,
-        )
-        if regenerate:
-            last_user = next((m for m in earlier if m.role == Role.USER), None)
-            if last_user is None:
-                raise TurnRefused(_("Nothing to regenerate yet."))
-            # Drop every reply after the last user message (empty failed ones included).
-            conversation.messages.filter(role=Role.ASSISTANT, pk__gt=last_user.pk).delete()
-            earlier = [m for m in earlier if not (m.role == Role.ASSISTANT and m.pk > last_user.pk)]
-            user_message = last_user
-            reply.save()
-        elif resume:
-            if not earlier or earlier[0].role != Role.TOOL:
-                raise TurnRefused(_("There is no action result to continue from."))
-            user_message = next((m for m in earlier if m.role == Role.USER), earlier[0])
-            reply.save()
-        else:
-            user_message = Message(conversation=conversation, role=Role.USER, created_at=now)
-            user_message.set_content(text)
-            # One INSERT for the user's message and the `streaming` reply row.
-            Message.objects.bulk_create([user_message, reply])
-            earlier.insert(0, user_message)
-    request = ChatRequest(
+    return _Checked(
+        user=user,
+        conversation=conversation,
+        key=key,
+        config=config,
         model=model,
-        messages=build_history(earlier, settings.CHAT_CONTEXT_CHARS),
-        system=conversation.system_prompt,
+        system=data["system"],
+        earlier=_earlier(conversation),
+        now=timezone.now(),
+    )
+
+
+def _save_conversation(checked: _Checked, title: str = "") -> Conversation:
+    """Create the conversation (titled after `title`), or save what this turn changed in it."""
+    conversation = checked.conversation
+    if conversation is None:
+        return Conversation.objects.create(
+            owner=checked.user,
+            title=" ".join(title.split())[:80],
+            key=checked.key,
+            model=checked.model,
+            system_prompt=checked.system or "",
+            created_at=checked.now,
+            updated_at=checked.now,
+        )
+    # Saved only when something changed; `updated_at` is bumped when the reply is saved.
+    changed: dict[str, Any] = {"key": checked.key, "model": checked.model}
+    if checked.system is not None:
+        changed["system_prompt"] = checked.system
+    changed = {k: v for k, v in changed.items() if getattr(conversation, k) != v}
+    for name, value in changed.items():
+        setattr(conversation, name, value)
+    if changed:
+        conversation.save(update_fields=list(changed))
+    return conversation
+
+
+def _reply_row(checked: _Checked, conversation: Conversation) -> Message:
+    """The reply's row, `streaming` until `_finish` saves what arrived (not saved here)."""
+    return Message(
+        conversation=conversation,
+        role=Role.ASSISTANT,
+        status=Status.STREAMING,
+        model=checked.model,
+        created_at=checked.now,
+    )
+
+
+@dataclass
+class _Started:
+    """The rows a kind of turn wrote, and the messages its request is built from."""
+
+    conversation: Conversation
+    user_message: Message
+    reply: Message
+    # Newest first; trimmed to fit when the request is built.
+    history: list[Message]
+
+
+def _new_message(checked: _Checked, text: str) -> _Started:
+    """A new user message and its reply (a new conversation when there is none)."""
+    conversation = _save_conversation(checked, title=text)
+    user_message = Message(conversation=conversation, role=Role.USER, created_at=checked.now)
+    user_message.set_content(text)
+    reply = _reply_row(checked, conversation)
+    # One INSERT for the user's message and the `streaming` reply row.
+    Message.objects.bulk_create([user_message, reply])
+    return _Started(conversation, user_message, reply, [user_message, *checked.earlier])
+
+
+def _regenerate(checked: _Checked) -> _Started:
+    """A new reply to the last user message, replacing every reply after it."""
+    last_user = next((m for m in checked.earlier if m.role == Role.USER), None)
+    if checked.conversation is None or last_user is None:
+        raise TurnRefused(_("Nothing to regenerate yet."))
+    conversation = _save_conversation(checked)
+    # Drop every reply after the last user message (empty failed ones included).
+    conversation.messages.filter(role=Role.ASSISTANT, pk__gt=last_user.pk).delete()
+    reply = _reply_row(checked, conversation)
+    reply.save()
+    history = [m for m in checked.earlier if not (m.role == Role.ASSISTANT and m.pk > last_user.pk)]
+    return _Started(conversation, last_user, reply, history)
+
+
+def _continue(checked: _Checked) -> _Started:
+    """The model's next reply after the results of the actions it asked for."""
+    earlier = checked.earlier
+    if checked.conversation is None or not earlier or earlier[0].role != Role.TOOL:
+        raise TurnRefused(_("There is no action result to continue from."))
+    user_message = next((m for m in earlier if m.role == Role.USER), earlier[0])
+    conversation = _save_conversation(checked)
+    reply = _reply_row(checked, conversation)
+    reply.save()
+    return _Started(conversation, user_message, reply, earlier)
+
+
+def _prepare(user: Any, data: dict[str, Any]) -> Turn:
+    """Check the turn (TurnRefused if it cannot start), then start it according to its kind:
+    save the user's message (for a new one) and the `streaming` reply row; return the turn
+    with the request to send."""
+    form = TurnForm(data)
+    if not form.is_valid():
+        message, status = form.refusal()
+        raise TurnRefused(message, status=status)
+    checked = _check(user, form)
+    # One short transaction for whichever kind of turn: a kind refuses before it writes, and
+    # anything refused later in it undoes the rows.
+    with transaction.atomic():
+        if form.kind == TurnKind.REGENERATE:
+            started = _regenerate(checked)
+        elif form.kind == TurnKind.CONTINUE:
+            started = _continue(checked)
+        else:
+            started = _new_message(checked, form.cleaned_data["message"])
+    request = ChatRequest(
+        model=checked.model,
+        messages=build_history(started.history, settings.CHAT_CONTEXT_CHARS),
+        system=started.conversation.system_prompt,
         max_tokens=settings.CHAT_MAX_OUTPUT_TOKENS,
         tools=tools_for(user),
     )
-    return Turn(conversation, user_message, reply, key, config, request, user)
+    return Turn(
+        started.conversation,
+        started.user_message,
+        started.reply,
+        checked.key,
+        checked.config,
+        request,
+        user,
+    )
 
 
 async def prepare_turn(user: Any, data: dict[str, Any]) -> Turn:
@@ -300,9 +356,64 @@ async def prepare_turn(user: Any, data: dict[str, Any]) -> Turn:
     return await db.run(_prepare, user, data)
 
 
-def estimate_tokens(text: str) -> int:
+def estimate_tokens(chars: int) -> int:
     """A rough token count (about four characters a token) for when the provider said nothing."""
-    return max(1, (len(text) + 3) // 4) if text else 0
+    return max(1, (chars + 3) // 4) if chars else 0
+
+
+@dataclass(frozen=True)
+class CountedUsage:
+    """The tokens recorded for a turn; `estimated` when any count is ours, not the provider's."""
+
+    input_tokens: int
+    output_tokens: int
+    estimated: bool
+
+
+def count_usage(request: ChatRequest, text: str, usage: Usage | None) -> CountedUsage:
+    """The provider's counts where it reported them, an estimate where it did not (a stream
+    stopped or cut before the provider's final usage report). The one place that estimates."""
+    reported_in = usage.input_tokens if usage is not None else None
+    reported_out = usage.output_tokens if usage is not None else None
+    input_tokens = reported_in
+    if input_tokens is None:
+        chars = sum(len(m["content"] or "") for m in request.messages) + len(request.system)
+        input_tokens = estimate_tokens(chars)
+    output_tokens = reported_out if reported_out is not None else estimate_tokens(len(text))
+    return CountedUsage(
+        input_tokens, output_tokens, estimated=reported_in is None or reported_out is None
+    )
+
+
+@dataclass(frozen=True)
+class SavedReply:
+    """What `_finish` saved: everything the stream's `done` event reports."""
+
+    message_id: int
+    status: str
+    html: str
+    usage: CountedUsage
+    first_token_ms: int | None
+    total_ms: int
+    tool_calls: list[dict[str, Any]]
+    cards_html: str
+
+    def done_data(self) -> dict[str, Any]:
+        """The data of the stream's `done` event (CONTRACT.md)."""
+        return {
+            "message": self.message_id,
+            "status": self.status,
+            "usage": {
+                "input_tokens": self.usage.input_tokens,
+                "output_tokens": self.usage.output_tokens,
+                "estimated": self.usage.estimated,
+            },
+            "html": self.html,
+            "first_token_ms": self.first_token_ms,
+            "total_ms": self.total_ms,
+            "tool_calls": self.tool_calls,
+            "cards_html": self.cards_html,
+        }
 
 
 def _finish(
@@ -314,50 +425,45 @@ def _finish(
     first_ms: int | None,
     total_ms: int,
     calls: list[ToolCall] | None = None,
-) -> None:
-    """Save the reply, its usage record and the key's last-used/last-error, in one transaction.
+) -> SavedReply:
+    """Save the reply, its usage record and the key's last-used/last-error; return what was saved.
 
     Tool calls become approval cards on the reply (nothing runs until the user approves).
+    Everything slow comes first (Markdown, the cards, which may read files for a preview, the
+    price lookup); then one short transaction only writes.
     """
-    request_chars = sum(len(m["content"] or "") for m in turn.request.messages) + len(
-        turn.request.system
-    )
-    input_tokens = (
-        usage.input_tokens if usage and usage.input_tokens else estimate_tokens("x" * request_chars)
-    )
-    output_tokens = usage.output_tokens if usage and not usage.estimated else 0
-    estimated = usage is None or usage.estimated or not usage.input_tokens
-    if estimated and text:
-        output_tokens = max(output_tokens, estimate_tokens(text))
+    counted = count_usage(turn.request, text, usage)
     usage_status = {Status.COMPLETE: UsageStatus.OK, Status.STOPPED: UsageStatus.STOPPED}.get(
         status, UsageStatus.ERROR
     )
+    cost = ModelPrice.cost_for(turn.request.model, counted.input_tokens, counted.output_tokens)
+    # A copy: the turn keeps the row as it was started; the caller gets what was saved.
+    reply = copy.copy(turn.reply)
+    reply.set_content(text)
+    reply.status = status
+    reply.first_token_ms = first_ms
+    reply.total_ms = total_ms
+    reply.error_code = error.code if error else ""
+    reply.error_message = error.message[:300] if error else ""
+    if calls and error is None:
+        reply.tool_calls = cards_for(turn.user, calls)
+    cards_html = render_cards(reply) if reply.tool_calls else ""
     with transaction.atomic():
-        record = UsageRecord.objects.create(
+        reply.usage = UsageRecord.objects.create(
             key=turn.key,
             key_label=turn.key.label,
             user_id=turn.user.pk,
             provider=turn.key.provider,
             model=turn.request.model,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            estimated=estimated,
-            cost=ModelPrice.cost_for(turn.request.model, input_tokens, output_tokens),
+            input_tokens=counted.input_tokens,
+            output_tokens=counted.output_tokens,
+            estimated=counted.estimated,
+            cost=cost,
             first_token_ms=first_ms,
             total_ms=total_ms,
             status=usage_status,
             error_code=error.code if error else ("cancelled" if status == Status.STOPPED else ""),
         )
-        reply = turn.reply
-        reply.set_content(text)
-        reply.status = status
-        reply.usage = record
-        reply.first_token_ms = first_ms
-        reply.total_ms = total_ms
-        reply.error_code = error.code if error else ""
-        reply.error_message = error.message[:300] if error else ""
-        if calls and error is None:
-            reply.tool_calls = cards_for(turn.user, calls)
         reply.save(
             update_fields=[
                 "tool_calls",
@@ -377,7 +483,16 @@ def _finish(
             turn.key.record_error(error.message)
         else:
             turn.key.record_success()
-    turn.reply.usage = record
+    return SavedReply(
+        message_id=reply.pk,
+        status=status,
+        html=reply.content_html,
+        usage=counted,
+        first_token_ms=first_ms,
+        total_ms=total_ms,
+        tool_calls=reply.tool_calls,
+        cards_html=cards_html,
+    )
 
 
 async def run_turn(turn: Turn) -> AsyncIterator[str]:
@@ -419,9 +534,9 @@ async def run_turn(turn: Turn) -> AsyncIterator[str]:
     def elapsed_ms() -> int:
         return int((time.monotonic() - started) * 1000)
 
-    async def finish(status: str, error: ProviderError | None) -> None:
+    async def finish(status: str, error: ProviderError | None) -> SavedReply:
         # Shielded: a second cancellation must not lose what arrived.
-        await asyncio.shield(
+        return await asyncio.shield(
             db.run(
                 _finish, turn, "".join(pieces), status, usage, error, first_ms, elapsed_ms(), calls
             )
@@ -480,24 +595,8 @@ async def run_turn(turn: Turn) -> AsyncIterator[str]:
         await finish(Status.ERROR, error)
         yield sse("error", {"message": error.message, "code": error.code})
         return
-    await finish(Status.COMPLETE, None)
-    record = turn.reply.usage
-    yield sse(
-        "done",
-        {
-            "message": turn.reply.pk,
-            "usage": {
-                "input_tokens": record.input_tokens,
-                "output_tokens": record.output_tokens,
-                "estimated": record.estimated,
-            },
-            "html": turn.reply.content_html,
-            "first_token_ms": first_ms,
-            "total_ms": turn.reply.total_ms,
-            "tool_calls": turn.reply.tool_calls,
-            "cards_html": render_cards(turn.reply) if turn.reply.tool_calls else "",
-        },
-    )
+    saved = await finish(Status.COMPLETE, None)
+    yield sse("done", saved.done_data())
 
 
 def render_cards(message: Message) -> str:

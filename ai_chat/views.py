@@ -143,26 +143,29 @@ def decide(
     return JsonResponse({"card": card, "html": html, "continue": settled})
 
 
-def _stream_input(request: AuthenticatedHttpRequest) -> dict[str, Any]:
-    if request.content_type == "application/json":
-        try:
-            data = json.loads(request.body or b"{}")
-        except (ValueError, UnicodeDecodeError):
-            raise services.TurnRefused(_("The request body is not valid JSON.")) from None
-        if not isinstance(data, dict):
-            raise services.TurnRefused(_("The request body must be a JSON object."))
-        return data
-    return request.POST.dict()
+def _stream_input(request: AuthenticatedHttpRequest) -> dict[str, Any] | str:
+    """The turn's input as a dict (form-encoded or JSON), or why the body cannot be read."""
+    if request.content_type != "application/json":
+        return request.POST.dict()
+    try:
+        data = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        return _("The request body is not valid JSON.")
+    if not isinstance(data, dict):
+        return _("The request body must be a JSON object.")
+    return data
 
 
 @require_POST
 async def stream(request: AuthenticatedHttpRequest) -> HttpResponse:
     """POST /ai-chat/stream/: the reply as server-sent events (see the contract)."""
+    data = _stream_input(request)
+    if isinstance(data, str):
+        return JsonResponse({"error": data}, status=400)
     # LoginRequiredMiddleware has loaded request.user already: reuse it (request.auser()
     # would look the user up a second time).
-    user = request.user
     try:
-        turn = await services.prepare_turn(user, _stream_input(request))
+        turn = await services.prepare_turn(request.user, data)
     except services.TurnRefused as exc:
         return JsonResponse({"error": exc.message}, status=exc.status)
     response = StreamingHttpResponse(

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q, Sum
+from django.db.models import Case, Q, Sum, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -33,6 +33,38 @@ class ProviderKeyQuerySet(models.QuerySet["ProviderKey"]):
     def usable_by(self, user: object) -> ProviderKeyQuerySet:
         """Keys a user may chat with: their own, and those shared with the team."""
         return self.filter(Q(owner=user) | Q(shared=True))
+
+    def for_turn(
+        self, user: object, conversation: Any | None, key_id: int | None
+    ) -> ProviderKey | None:
+        """The key a chat turn uses, active or not (the caller refuses a disabled one).
+
+        - `key_id` (a key the user may use, else ProviderKey.DoesNotExist);
+        - else the conversation's key, while the user may still use it;
+        - else the user's newest active key, else the team's newest; None if there is none.
+
+        Naming the conversation's own key is the same as naming none. `conversation` is anything
+        with `key_id` and `key` (this app does not import the chat's models); when it carries a
+        `key_usable` annotation (`Exists` of `usable_by(user)` on its key, loaded with it), no
+        query is spent on that check.
+        """
+        keys = self.usable_by(user)
+        if conversation is not None and conversation.key_id:
+            if key_id in (None, conversation.key_id):
+                usable = getattr(conversation, "key_usable", None)
+                if usable is None:
+                    usable = keys.filter(pk=conversation.key_id).exists()
+                if usable:
+                    return conversation.key
+                key_id = None
+        if key_id is not None:
+            return keys.get(pk=key_id)
+        return (
+            keys.filter(is_active=True)
+            .annotate(theirs=Case(When(owner=user, then=Value(0)), default=Value(1)))
+            .order_by("theirs", "-created_at")
+            .first()
+        )
 
     def with_month_tokens(self) -> ProviderKeyQuerySet:
         """Annotate `month_tokens`: input plus output tokens used since the month began."""

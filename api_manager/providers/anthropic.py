@@ -96,7 +96,8 @@ class AnthropicProvider(Provider):
                 {"name": t.name, "description": t.description, "input_schema": t.parameters}
                 for t in request.tools
             ]
-        input_tokens = output_tokens = 0
+        input_tokens: int | None = None
+        output_tokens: int | None = None
         tool_blocks: dict[int, dict[str, str]] = {}
         started = False
         try:
@@ -115,10 +116,11 @@ class AnthropicProvider(Provider):
                         )
                     if kind == "message_start":
                         usage = (data.get("message") or {}).get("usage") or {}
-                        input_tokens = usage.get("input_tokens") or 0
-                        output_tokens = usage.get("output_tokens") or 0
-                        # Reported at once, so a stream stopped early still knows its input tokens.
-                        yield Chunk(usage=Usage(input_tokens, output_tokens, estimated=True))
+                        input_tokens = usage.get("input_tokens")
+                        # Reported at once, so a stream stopped early still knows its input
+                        # tokens. message_start's output count is a placeholder, not a count:
+                        # the output is unknown until message_delta.
+                        yield Chunk(usage=Usage(input_tokens, None))
                     elif kind == "content_block_start":
                         block = data.get("content_block") or {}
                         if block.get("type") == "tool_use":
@@ -147,8 +149,10 @@ class AnthropicProvider(Provider):
                         yield Chunk(tool_call=ToolCall(block["id"], block["name"], arguments))
                     elif kind == "message_delta" and data.get("usage"):
                         usage = data["usage"]
-                        output_tokens = usage.get("output_tokens") or output_tokens
-                        input_tokens = usage.get("input_tokens") or input_tokens
+                        if usage.get("output_tokens") is not None:
+                            output_tokens = usage["output_tokens"]
+                        if usage.get("input_tokens") is not None:
+                            input_tokens = usage["input_tokens"]
                         yield Chunk(usage=Usage(input_tokens, output_tokens))
                     elif kind == "message_stop":
                         break

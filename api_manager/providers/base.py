@@ -16,15 +16,20 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import httpx2
 from django.utils.translation import gettext as _
 
 
 @dataclass(frozen=True)
 class Usage:
-    input_tokens: int = 0
-    output_tokens: int = 0
-    # True when the provider did not report it (a stream stopped early) and we estimated.
-    estimated: bool = False
+    """Token counts as the provider reported them; `None` is "not reported (yet)".
+
+    The provider layer never guesses: the chat service estimates what is missing (and marks the
+    record as estimated) in one place.
+    """
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,15 @@ class Chunk:
 
 @dataclass
 class ChatRequest:
-    """What to ask. `messages` are dicts with `role` (`user` | `assistant`) and `content`."""
+    """What to ask, oldest message first; `system` travels in the provider's own field.
+
+    Each of `messages` is a dict with `role` and `content` (a string):
+    - `{"role": "user" | "assistant", "content": ...}`: a plain turn;
+    - an assistant turn may add `"tool_calls": [ToolCall, ...]` (its `content` may be empty);
+    - `{"role": "tool", "tool_call_id": ..., "content": ...}`: the result of one of those calls,
+      right after the assistant turn that made it.
+    The adapters translate these into each provider's wire format.
+    """
 
     model: str
     messages: list[dict[str, Any]]
@@ -85,7 +98,7 @@ class RateLimitError(ProviderError):
     code = "rate_limit"
 
 
-class TimeoutError(ProviderError):  # noqa: A001 - the stream's code is "timeout"
+class ProviderTimeout(ProviderError):
     code = "timeout"
 
 
@@ -180,13 +193,14 @@ def sdk_error(exc: Exception, sdk: Any, label: str, *, mid_stream: bool = False)
     error classes) or of its HTTP transport into a safe ProviderError. After the stream has
     started (`mid_stream`), a dropped connection is reported as a cut reply."""
     p = {"provider": label}
-    # Read raw, a stream's transport errors reach us unwrapped by the SDK: match them by name.
-    names = {cls.__name__ for cls in type(exc).__mro__}
     if isinstance(exc, ProviderError):
         return exc
-    if isinstance(exc, sdk.APITimeoutError) or "TimeoutException" in names:
-        return TimeoutError(_("%(provider)s did not answer in time.") % p)
-    if isinstance(exc, sdk.APIConnectionError) or names & {"TransportError", "StreamError"}:
+    # The adapters read the raw response, so a stream's transport errors reach us as the
+    # exceptions of the SDKs' HTTP client, httpx2 (both SDKs use it; they wrap only what happens
+    # while sending the request). A TimeoutException is a TransportError: test it first.
+    if isinstance(exc, (sdk.APITimeoutError, httpx2.TimeoutException)):
+        return ProviderTimeout(_("%(provider)s did not answer in time.") % p)
+    if isinstance(exc, (sdk.APIConnectionError, httpx2.TransportError, httpx2.StreamError)):
         if mid_stream:
             return ProviderError(
                 _("The connection to %(provider)s was lost in the middle of the reply.") % p

@@ -103,7 +103,7 @@ class OpenAIProvider(Provider):
             # The SDK sends the request (retrying connection errors, 429 and 5xx up to
             # max_retries times, never once the response has started) and raises its errors for
             # a failed status; we read the raw event stream, since building an SDK model for
-            # every piece was the largest cost of a stream (bench/RESULTS.md).
+            # every piece costs more than the rest of the stream (measured: bench/RESULTS.md).
             async with self.client().chat.completions.with_streaming_response.create(
                 **kwargs
             ) as response:
@@ -119,9 +119,7 @@ class OpenAIProvider(Provider):
                     usage = data.get("usage")
                     if usage:
                         yield Chunk(
-                            usage=Usage(
-                                usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
-                            )
+                            usage=Usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
                         )
                     for choice in data.get("choices") or ():
                         delta = choice.get("delta") or {}

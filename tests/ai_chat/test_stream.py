@@ -49,6 +49,7 @@ async def test_it_streams_meta_deltas_done_and_stores_text_and_usage(alice, fake
     reply = await Message.objects.select_related("usage").aget(pk=done["message"])
     assert reply.content == text
     assert reply.status == Status.COMPLETE
+    assert done["status"] == "complete"
     assert done["usage"] == {"input_tokens": 5, "output_tokens": 8, "estimated": False}
     assert reply.usage.input_tokens == 5 and reply.usage.output_tokens == 8
     assert not reply.usage.estimated
