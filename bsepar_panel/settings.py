@@ -143,8 +143,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
             "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
         }
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Django's backend with writers queued on a lock instead of SQLite's sleep-and-retry
-    # (core/sqlite/base.py: seconds saved per turn under a burst of chats).
+    # Django's backend and the options it supports, plus writers queued on a lock instead of
+    # SQLite's sleep-and-retry (core/sqlite/base.py; bench/writers.py measures what it saves).
     DATABASES["default"]["ENGINE"] = "core.sqlite"
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
