@@ -607,6 +607,8 @@ async def main_async(args) -> dict:
             results["concurrency"].append(row)
         results["pages"] = await pages_run(session, args.page_seconds)
         print("pages", json.dumps(results["pages"]), flush=True)
+        if args.quick:
+            return results
         results["pages_under_load"] = await pages_under_load(st, session, 200, args.page_seconds)
         print("pages under load", json.dumps(results["pages_under_load"]), flush=True)
         results["idle"] = await idle_run(st, session, args.idle, args.idle_seconds)
@@ -633,11 +635,20 @@ def main() -> None:
     parser.add_argument("--page-seconds", type=float, default=3.0)
     parser.add_argument("--idle", type=int, default=2000)
     parser.add_argument("--idle-seconds", type=float, default=40.0)
+    parser.add_argument(
+        "--quick",
+        metavar="JSON",
+        help="concurrency and pages only, results to this file (for before/after comparisons; "
+        "RESULTS.md and the plot are left alone)",
+    )
     args = parser.parse_args()
     if args.workers is None:
         args.workers = 1 if args.pin else (os.cpu_count() or 2)
     results = asyncio.run(main_async(args))
     results["pinned"] = args.pin
+    if args.quick:
+        Path(args.quick).write_text(json.dumps(results, indent=2))
+        return
     suffix = "-pinned" if args.pin else ""
     (BENCH / f"results{suffix}.json").write_text(json.dumps(results, indent=2))
     plot(results, BENCH / f"added_latency{suffix}.png")

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import os
 
-import django
+from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bsepar_panel.settings")
-django.setup(set_prefix=False)
 
-# Django's ASGI handler (what get_asgi_application() returns), with the middleware hooks run
-# in the event loop: see core/middleware.py.
-from core.middleware import ASGIHandler  # noqa: E402
-
-application = ASGIHandler()
+# Django's own handler; the middleware chain is settings.MIDDLEWARE as listed.
+application = get_asgi_application()

@@ -87,19 +87,20 @@ INSTALLED_APPS = [
     "ai_chat",
 ]
 
-# Under ASGI, bsepar_panel/asgi.py runs these with their hooks in the event loop instead of a
-# thread each (core.middleware.ASGIHandler); the paths stay Django's for the deploy checks.
+# What runs is what is listed. Under ASGI the core.middleware ones run their hooks in the event
+# loop (a thread trip less each); Django's security middlewares keep their own paths so that
+# `check --deploy` inspects them (core/middleware.py says what each costs).
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "core.middleware.StaticFilesMiddleware",  # WhiteNoise, without a thread hop under ASGI
-    "csp.middleware.CSPMiddleware",
+    "core.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.locale.LocaleMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    "core.middleware.LocaleMiddleware",
+    "core.middleware.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.auth.middleware.LoginRequiredMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "core.middleware.AuthenticationMiddleware",
+    "core.middleware.LoginRequiredMiddleware",
+    "core.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Axes must come last: it answers a locked-out login before the view runs.
     "axes.middleware.AxesMiddleware",
@@ -142,8 +143,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
             "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
         }
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Django's backend with writers queued on a lock instead of SQLite's sleep-and-retry
-    # (core/sqlite/base.py: seconds saved per turn under a burst of chats).
+    # Django's backend and the options it supports, plus writers queued on a lock instead of
+    # SQLite's sleep-and-retry (core/sqlite/base.py; bench/writers.py measures what it saves).
     DATABASES["default"]["ENGINE"] = "core.sqlite"
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {

@@ -1,11 +1,18 @@
 """Database work from async code, on a few shared threads.
 
 Under ASGI Django runs each request's synchronous code in a thread of its own. A chat turn's
-database work (loading the user, saving the user's message, saving the reply) used to run
-there: 2,000 streams starting together made 2,000 threads contend for the GIL, and a turn
-holding SQLite's write lock waited its turn for the GIL among all of them. The async hot paths
-run their database work here instead, on `DATABASE_THREADS` threads; the rest of Django
-(sync views, request signals) is unchanged.
+database work (loading the user, saving the user's message, saving the reply) runs here
+instead, on `DATABASE_THREADS` threads per worker process, so that thousands of streams
+starting together do not make thousands of threads contend for the GIL while one of them holds
+SQLite's write lock (bench/RESULTS.md). The rest of Django (sync views, request signals) is
+unchanged.
+
+This is `sync_to_async(thread_sensitive=False)` with an executor of our own, both public
+asgiref API. Thread sensitivity is not needed: each job opens (or reuses) the connection of the
+thread it runs on and commits before it returns, so it shares no transaction with its caller.
+One consequence is documented rather than detected: a caller's own open transaction (a sync
+test case's, or `ATOMIC_REQUESTS`, which the panel does not use) is not visible to a job, so
+tests that drive these paths use `django_db(transaction=True)`.
 
 After each job the thread's connections are closed (on PostgreSQL: returned to the pool), so
 nothing is held between jobs; SQLite connections stay open, as SQLite has no server to tie up
@@ -14,13 +21,12 @@ and reopening one costs a WAL checkpoint when it was the last.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from asgiref.sync import AsyncToSync, sync_to_async
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connections
 
@@ -61,20 +67,11 @@ def _job(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         _release_connections()
 
 
-def _called_from_sync_code() -> bool:
-    """True when synchronous code is waiting on this async code through `async_to_sync` (a
-    WSGI server, Django's synchronous test client): Django then runs sync work on that thread,
-    with its connection and open transaction, and so does `run`."""
-    return (
-        getattr(AsyncToSync.executors, "current", None) is not None
-        or asyncio.get_running_loop() in AsyncToSync.loop_thread_executors
-    )
-
-
 async def run(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run `func(*args, **kwargs)` on a database thread and return its result."""
-    if _called_from_sync_code():
-        return await sync_to_async(func)(*args, **kwargs)
+    """Run `func(*args, **kwargs)` on a database thread and return its result.
+
+    The context (the active language, for one) goes with it, as `sync_to_async` copies it.
+    """
     return await sync_to_async(_job, thread_sensitive=False, executor=_get_executor())(
         func, *args, **kwargs
     )

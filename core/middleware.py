@@ -1,16 +1,28 @@
-"""Middleware of our own."""
+"""Async-capable middleware of our own, each listed by its path in `settings.MIDDLEWARE`.
+
+Under ASGI Django's `MiddlewareMixin` sends every `process_request`, `process_view` and
+`process_response` hook through `sync_to_async`, a trip to the request's thread and back through
+the event loop for each, chat streams included. For the middleware below the hooks only read
+and set headers, cookies and request attributes, so under ASGI they run in the event loop;
+the few that can reach the database or the cache still go to a thread, and only when they have
+that work to do. Under WSGI and Django's sync test client they are Django's own, unchanged.
+
+Django's security middlewares (`SecurityMiddleware`, `SessionMiddleware`, `CsrfViewMiddleware`,
+`XFrameOptionsMiddleware`) stay in MIDDLEWARE by their own paths, stock: `check --deploy` looks
+for those paths, and a subclass elsewhere would turn its checks off. Their hooks cost a thread
+trip each (bench/RESULTS.md, "Public APIs only").
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import csp.middleware as csp
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
-from django.conf import settings
 from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
-from django.contrib.sessions import middleware as sessions
-from django.core.handlers import asgi
 from django.http import HttpRequest, HttpResponseBase
-from django.middleware import clickjacking, common, csrf, locale, security
+from django.middleware import common, locale
 from whitenoise.middleware import WhiteNoiseMiddleware
 
 from core import db
@@ -36,10 +48,10 @@ class StaticFilesMiddleware(WhiteNoiseMiddleware):
 
     def __call__(self, request: HttpRequest):  # type: ignore[no-untyped-def]
         if self.is_async:
-            return self.__acall__(request)
+            return self.acall(request)
         return super().__call__(request)
 
-    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+    async def acall(self, request: HttpRequest) -> HttpResponseBase:
         if self.autorefresh:
             static_file = await sync_to_async(self.find_file)(request.path_info)
         else:
@@ -49,43 +61,28 @@ class StaticFilesMiddleware(WhiteNoiseMiddleware):
         return await self.get_response(request)
 
 
-# -- Django's middleware, with their hooks run in the event loop ---------------------------------
-#
-# Django's own middleware are "async-capable", but under ASGI `MiddlewareMixin` runs every
-# `process_request`, `process_view` and `process_response` hook through `sync_to_async`: with
-# our MIDDLEWARE that was 18 trips to a thread (and back through the event loop) per request,
-# chat streams included. The hooks of these middleware only read headers and cookies and
-# set headers, so they run in the event loop directly. The hooks that can reach the database
-# or the cache (a modified session to save, messages to store, the user to load) still go to
-# a thread, and only when they have that work to do.
-#
-# MIDDLEWARE keeps Django's paths, which the deploy checks (`check --deploy`) look for;
-# `ASGIHandler` (bsepar_panel/asgi.py) loads the subclasses below in their place.
+class HooksInEventLoop:
+    """Base for the subclasses of Django's (or django-csp's) middleware below: in an async
+    chain, `__call__` runs the class's own `process_request` and `process_response` in the
+    event loop. `needs_thread(request, response)` says when `process_response` has I/O to do
+    and must run in a thread after all. In a sync chain the parent's `__call__` runs."""
 
-
-class InlineHooksMixin:
-    """Run a `MiddlewareMixin`'s hooks in the event loop under ASGI (see above).
-
-    `needs_thread(request, response)` says when `process_response` has I/O to do and must run
-    in a thread after all. Under WSGI nothing changes.
-    """
+    get_response: Any
 
     def __init__(self, get_response) -> None:  # type: ignore[no-untyped-def]
         super().__init__(get_response)  # type: ignore[call-arg]
-        if iscoroutinefunction(self) and hasattr(self, "process_view"):
-            # Django adapts `process_view` when it loads the middleware: an async one is
-            # awaited as is, a sync one would go through a thread.
-            sync_hook = self.process_view
+        # MiddlewareMixin marks the instance a coroutine function when get_response is one.
+        self.in_event_loop = iscoroutinefunction(get_response)
 
-            async def process_view(request, view_func, view_args, view_kwargs):  # type: ignore[no-untyped-def]
-                return sync_hook(request, view_func, view_args, view_kwargs)
-
-            self.process_view = process_view
+    def __call__(self, request: HttpRequest):  # type: ignore[no-untyped-def]
+        if self.in_event_loop:
+            return self.acall(request)
+        return super().__call__(request)  # type: ignore[misc]
 
     def needs_thread(self, request: HttpRequest, response: HttpResponseBase) -> bool:
         return False
 
-    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+    async def acall(self, request: HttpRequest) -> HttpResponseBase:
         response = None
         if hasattr(self, "process_request"):
             response = self.process_request(request)
@@ -97,48 +94,31 @@ class InlineHooksMixin:
         return response
 
 
-class SecurityMiddleware(InlineHooksMixin, security.SecurityMiddleware):
-    pass
+class CSPMiddleware(HooksInEventLoop, csp.CSPMiddleware):
+    """django-csp's: a lazy nonce on the request, the header on the response."""
 
 
-class CSPMiddleware(InlineHooksMixin, csp.CSPMiddleware):
-    pass
+class LocaleMiddleware(HooksInEventLoop, locale.LocaleMiddleware):
+    """Django's: the language from the cookie or Accept-Language; Vary and Content-Language."""
 
 
-class SessionMiddleware(InlineHooksMixin, sessions.SessionMiddleware):
-    """Loading the session is lazy (it happens where `request.session` is read); saving it
-    happens here, in a thread, only when it changed."""
-
-    def needs_thread(self, request: HttpRequest, response: HttpResponseBase) -> bool:
-        session = getattr(request, "session", None)
-        return session is not None and (session.modified or settings.SESSION_SAVE_EVERY_REQUEST)
+class CommonMiddleware(HooksInEventLoop, common.CommonMiddleware):
+    """Django's: APPEND_SLASH redirects (resolving a URL is CPU work), Content-Length."""
 
 
-class LocaleMiddleware(InlineHooksMixin, locale.LocaleMiddleware):
-    pass
+class AuthenticationMiddleware(HooksInEventLoop, auth.AuthenticationMiddleware):
+    """Django's: sets `request.user` as a lazy object; nothing is loaded here."""
 
 
-class CommonMiddleware(InlineHooksMixin, common.CommonMiddleware):
-    pass
-
-
-class CsrfViewMiddleware(InlineHooksMixin, csrf.CsrfViewMiddleware):
-    """The token comes from the cookie (CSRF_USE_SESSIONS is off) and the body, which Django
-    has read before the view runs under ASGI."""
-
-
-class AuthenticationMiddleware(InlineHooksMixin, auth.AuthenticationMiddleware):
-    """Sets `request.user` as a lazy object; nothing is loaded here."""
-
-
-class LoginRequiredMiddleware(InlineHooksMixin, auth.LoginRequiredMiddleware):
-    """Loads the user (session, then user row) in one trip to a database thread (core.db),
-    then decides inline."""
+class LoginRequiredMiddleware(HooksInEventLoop, auth.LoginRequiredMiddleware):
+    """Django's, with the user (session, then user row) loaded in one trip to a database
+    thread (core.db) in an async chain; the decision is then made in the event loop."""
 
     def __init__(self, get_response) -> None:  # type: ignore[no-untyped-def]
         super().__init__(get_response)
-        if iscoroutinefunction(self):
-            self.process_view = self.aprocess_view
+        if self.in_event_loop:
+            # Django awaits an async `process_view` as it is (a sync one would go to a thread).
+            self.process_view = self.aprocess_view  # type: ignore[method-assign]
 
     async def aprocess_view(self, request, view_func, view_args, view_kwargs):  # type: ignore[no-untyped-def]
         if not getattr(view_func, "login_required", True):
@@ -149,44 +129,14 @@ class LoginRequiredMiddleware(InlineHooksMixin, auth.LoginRequiredMiddleware):
 
 
 def _is_authenticated(request: HttpRequest) -> bool:
+    # Evaluates the lazy `request.user`, so the view finds it loaded.
     return request.user.is_authenticated
 
 
-class MessageMiddleware(InlineHooksMixin, messages.MessageMiddleware):
+class MessageMiddleware(HooksInEventLoop, messages.MessageMiddleware):
+    """Django's. Storing messages may fall back to the session (a load from the cache or the
+    database): only read or added messages are stored, and only then in a thread."""
+
     def needs_thread(self, request: HttpRequest, response: HttpResponseBase) -> bool:
-        # Storing messages may fall back to the session; only read or added ones are stored.
         storage = getattr(request, "_messages", None)
         return storage is not None and (storage.used or storage.added_new)
-
-
-class XFrameOptionsMiddleware(InlineHooksMixin, clickjacking.XFrameOptionsMiddleware):
-    pass
-
-
-INLINE = {
-    "django.middleware.security.SecurityMiddleware": SecurityMiddleware,
-    "csp.middleware.CSPMiddleware": CSPMiddleware,
-    "django.contrib.sessions.middleware.SessionMiddleware": SessionMiddleware,
-    "django.middleware.locale.LocaleMiddleware": LocaleMiddleware,
-    "django.middleware.common.CommonMiddleware": CommonMiddleware,
-    "django.middleware.csrf.CsrfViewMiddleware": CsrfViewMiddleware,
-    "django.contrib.auth.middleware.AuthenticationMiddleware": AuthenticationMiddleware,
-    "django.contrib.auth.middleware.LoginRequiredMiddleware": LoginRequiredMiddleware,
-    "django.contrib.messages.middleware.MessageMiddleware": MessageMiddleware,
-    "django.middleware.clickjacking.XFrameOptionsMiddleware": XFrameOptionsMiddleware,
-}
-
-
-class ASGIHandler(asgi.ASGIHandler):
-    """Django's ASGI handler, building its middleware chain from `INLINE`'s subclasses."""
-
-    def load_middleware(self, is_async: bool = False) -> None:
-        configured = settings.MIDDLEWARE
-        settings.MIDDLEWARE = [
-            f"{INLINE[path].__module__}.{INLINE[path].__qualname__}" if path in INLINE else path
-            for path in configured
-        ]
-        try:
-            super().load_middleware(is_async=is_async)
-        finally:
-            settings.MIDDLEWARE = configured

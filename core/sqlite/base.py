@@ -1,16 +1,22 @@
 """Django's SQLite backend, with writers queued instead of polling (ENGINE `core.sqlite`).
 
-SQLite lets one writer in at a time. A connection that finds the database locked sleeps and
-tries again, 1, 2, 5 … up to 100 ms apart, until its timeout. When many chat turns start or
-end at once (every turn writes twice, each in its own request thread), most writers were
-asleep while the lock sat free, and a write of a millisecond waited seconds: at 100 concurrent
-streams the profile showed the worker's threads blocked in `BEGIN IMMEDIATE` most of the time.
+The options Django supports do most of the work (settings.py: `transaction_mode="IMMEDIATE"`,
+WAL and `synchronous=NORMAL` in `init_command`, a busy `timeout`). What they cannot change is
+how a writer waits: one that finds the database locked sleeps and tries again, 1, 2, 5 … up to
+100 ms apart, until its timeout, so under a burst of chat turns most writers are asleep while
+the lock sits free and a write of a millisecond waits seconds.
 
 Here a transaction first queues for a lock that wakes the next writer the moment it is
 released: a lock shared by the threads of this process, then an `flock` on a file beside the
-database, shared by the worker processes. Both are taken before `BEGIN IMMEDIATE` and given back
-when the transaction ends (commit, rollback or close). Reads do not queue (WAL mode). Waiting
-for the process lock is bounded by the database's `timeout`, as SQLite's own wait is.
+database, shared by the worker processes. Both are taken when a transaction starts (autocommit
+turned off) and given back when it ends (commit, rollback, autocommit back on, or close),
+before the on-commit hooks run. Reads do not queue (WAL mode). Waiting for the process lock is
+bounded by the database's `timeout`, as SQLite's own wait is.
+
+Measured against Django's backend with the same options (`bench/writers.py`, bench/RESULTS.md):
+the slowest transactions wait a few times less (p99 and max), which is why this is kept. It
+overrides only public methods of the connection wrapper (`set_autocommit`, `commit`,
+`rollback`, `close`), as Django's documentation allows for subclassed backends.
 """
 
 from __future__ import annotations
@@ -66,29 +72,41 @@ class DatabaseWrapper(base.DatabaseWrapper):
             fcntl.flock(self._writer_fd, fcntl.LOCK_UN)
         lock.release()
 
-    def _start_transaction_under_autocommit(self) -> None:
-        self._writer_acquire()
+    def set_autocommit(
+        self, autocommit: bool, force_begin_transaction_with_broken_autocommit: bool = False
+    ) -> None:
+        if autocommit:
+            # The transaction has ended (commit or rollback ran); release before the
+            # on-commit hooks, which may write themselves.
+            self._writer_release()
+            super().set_autocommit(True, force_begin_transaction_with_broken_autocommit)
+            return
+        # Open the connection first: opening it turns autocommit on, which would release.
+        self.close_if_health_check_failed()
+        self.ensure_connection()
+        if self._writer_lock is None:
+            self._writer_acquire()
         try:
-            super()._start_transaction_under_autocommit()
+            super().set_autocommit(False, force_begin_transaction_with_broken_autocommit)
         except BaseException:
             self._writer_release()
             raise
 
-    def _commit(self) -> None:
+    def commit(self) -> None:
         try:
-            super()._commit()
+            super().commit()
         finally:
             self._writer_release()
 
-    def _rollback(self) -> None:
+    def rollback(self) -> None:
         try:
-            super()._rollback()
+            super().rollback()
         finally:
             self._writer_release()
 
-    def _close(self) -> None:
+    def close(self) -> None:
         try:
-            super()._close()
+            super().close()
         finally:
             self._writer_release()
             if self._writer_fd is not None:

@@ -2,26 +2,57 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
+from django.test import override_settings
 
 from ai_chat.models import Conversation, Message, Role
 from tests.conftest import make_key
 
+# The turn's database work runs on core.db's threads, which must see the test's rows.
+pytestmark = pytest.mark.django_db(transaction=True)
 
-def real_queries(ctx) -> list[str]:
+
+class _Statements(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.sql: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.sql.append(getattr(record, "sql", None) or record.getMessage())
+
+
+@contextmanager
+def captured_statements() -> Iterator[list[str]]:
+    """Every statement sent on any thread (the request's and core.db's): with DEBUG on, Django
+    logs each one on `django.db.backends`."""
+    logger = logging.getLogger("django.db.backends")
+    handler, level = _Statements(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with override_settings(DEBUG=True):
+            yield handler.sql
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def real_queries(statements: list[str]) -> list[str]:
     """The statements that do work (transaction bookkeeping left out)."""
     skip = ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT", "BEGIN", "COMMIT")
-    return [q["sql"] for q in ctx.captured_queries if not q["sql"].upper().startswith(skip)]
+    return [sql for sql in statements if not sql.upper().startswith(skip)]
 
 
 def post_and_count(client, **data):
-    with CaptureQueriesContext(connection) as ctx:
+    with captured_statements() as statements:
         response = client.post("/ai-chat/stream/", data)
     # The body (the provider call) streams later, when the response is read.
     assert response.status_code == 200
-    return real_queries(ctx)
+    return real_queries(statements)
 
 
 def warm(client):

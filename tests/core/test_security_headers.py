@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import re
-from contextlib import asynccontextmanager, contextmanager
-from unittest import mock
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-from asgiref.sync import SyncToAsync, sync_to_async
+from asgiref.sync import sync_to_async
 from django.test import AsyncClient
-
-from core import db
 
 
 def test_security_headers_are_present(alice_client):
@@ -63,21 +60,6 @@ def test_every_middleware_is_async_capable():
         assert getattr(import_string(path), "async_capable", False), path
 
 
-@contextmanager
-def thread_trips():
-    """Count the calls that cross from the event loop to a thread (`sync_to_async`)."""
-    trips: list[str] = []
-    original = SyncToAsync.__call__
-
-    async def counting(self, *args, **kwargs):
-        func = args[0] if self.func is db._job else self.func  # core.db.run(func, ...)
-        trips.append(getattr(func, "__qualname__", repr(func)))
-        return await original(self, *args, **kwargs)
-
-    with mock.patch.object(SyncToAsync, "__call__", counting):
-        yield trips
-
-
 async def take_csrf_token(client: httpx.AsyncClient, path: str) -> None:
     page = await client.get(path)
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
@@ -99,44 +81,6 @@ async def asgi_client(user=None):
             client.cookies.set("sessionid", django_client.cookies["sessionid"].value)
         await take_csrf_token(client, "/ai-chat/" if user else "/login/")
         yield client
-
-
-def stock_hooks(trips: list[str]) -> list[str]:
-    return [t for t in trips if "process_" in t or "Middleware" in t]
-
-
-@pytest.mark.django_db(transaction=True)
-async def test_the_middleware_hooks_run_in_the_event_loop(alice):
-    """Under ASGI a request crosses to a thread only for I/O: Django's request signals, the
-    user (session and user row in one trip) and the view's database work. With Django's
-    stock middleware every hook was a trip of its own (18 per request here)."""
-    async with asgi_client(alice) as client:
-        with thread_trips() as trips:
-            response = await client.post("/ai-chat/stream/", data={"message": "   "})
-        assert response.status_code == 400, response.text
-        assert stock_hooks(trips) == [], trips
-        assert trips.count("_is_authenticated") == 1
-        assert "_prepare" in trips
-        with thread_trips() as trips:
-            response = await client.get("/api-manager/settings/")
-        assert response.status_code == 200
-        assert stock_hooks(trips) == [], trips
-        assert trips.count("_is_authenticated") == 1
-        # request_started, static-file lookup (tests only: autorefresh), user, view, close.
-        assert len(trips) <= 5, trips
-
-
-@pytest.mark.django_db(transaction=True)
-async def test_django_test_clients_keep_the_stock_middleware(alice):
-    """The inline versions are the ASGI application's; Django's test clients build their own
-    chain from MIDDLEWARE, unchanged (so the stock behaviour stays covered too)."""
-    from tests.ai_chat.helpers import client_for
-
-    client = await client_for(alice)
-    with thread_trips() as trips:
-        response = await client.get("/api-manager/settings/")
-    assert response.status_code == 200
-    assert "SecurityMiddleware.process_request" in trips
 
 
 @pytest.mark.django_db(transaction=True)

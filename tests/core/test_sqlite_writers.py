@@ -69,3 +69,35 @@ def test_concurrent_writers_from_many_threads_all_get_in(alice):
         thread.join(60)
     assert errors == []
     assert ProviderKey.objects.count() == 160
+
+
+def test_a_transaction_on_a_new_connection_holds_the_writer_lock(alice):
+    """Opening the connection turns autocommit on; that must not give back the lock the
+    transaction is being started under (`atomic` opens the connection first; this does not)."""
+    connection.close()
+    transaction.set_autocommit(False)
+    try:
+        assert not other_process_can_write()
+        make_key(alice, label="first")
+        transaction.commit()
+    finally:
+        transaction.set_autocommit(True)
+    assert other_process_can_write()
+    assert ProviderKey.objects.filter(label="first").exists()
+
+
+def test_on_commit_hooks_run_after_the_lock_is_given_back(alice):
+    """A hook that writes starts a transaction of its own: it must not wait for the lock its
+    own connection still holds."""
+    seen: list[bool] = []
+
+    def hook() -> None:
+        seen.append(other_process_can_write())
+        with transaction.atomic():
+            make_key(alice, label="from the hook")
+
+    with transaction.atomic():
+        make_key(alice, label="outer")
+        transaction.on_commit(hook)
+    assert seen == [True]
+    assert ProviderKey.objects.count() == 2

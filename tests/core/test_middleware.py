@@ -1,0 +1,108 @@
+"""core.middleware: the chain the ASGI application runs is settings.MIDDLEWARE as listed, and
+its async-native middleware keep requests in the event loop except for I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import asynccontextmanager, contextmanager
+from unittest import mock
+
+import httpx
+import pytest
+from django.core.checks import run_checks
+from django.core.handlers.asgi import ASGIHandler
+from django.test import AsyncClient, override_settings
+
+# Django's stock middleware in the places of ours, for comparison.
+STOCK = {
+    "core.middleware.CSPMiddleware": "csp.middleware.CSPMiddleware",
+    "core.middleware.LocaleMiddleware": "django.middleware.locale.LocaleMiddleware",
+    "core.middleware.CommonMiddleware": "django.middleware.common.CommonMiddleware",
+    "core.middleware.AuthenticationMiddleware": (
+        "django.contrib.auth.middleware.AuthenticationMiddleware"
+    ),
+    "core.middleware.LoginRequiredMiddleware": (
+        "django.contrib.auth.middleware.LoginRequiredMiddleware"
+    ),
+    "core.middleware.MessageMiddleware": "django.contrib.messages.middleware.MessageMiddleware",
+}
+
+
+@contextmanager
+def thread_trips() -> Iterator[list[str]]:
+    """Record the name of the thread of every call the running event loop hands to a thread.
+
+    Every `sync_to_async` (Django's middleware hooks and signals, core.db) ends in the loop's
+    public `run_in_executor`; this wraps that method on the test's own loop."""
+    loop = asyncio.get_running_loop()
+    trips: list[str] = []
+    original = loop.run_in_executor
+
+    def counting(executor, func, *args):  # type: ignore[no-untyped-def]
+        def traced(*inner):  # type: ignore[no-untyped-def]
+            trips.append(threading.current_thread().name)
+            return func(*inner)
+
+        return original(executor, traced, *args)
+
+    with mock.patch.object(loop, "run_in_executor", counting):
+        yield trips
+
+
+@asynccontextmanager
+async def client_of(app, user):  # type: ignore[no-untyped-def]
+    """An httpx client of an ASGI application, signed in as `user`, with a CSRF token."""
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="https://testserver"
+    ) as client:
+        django_client = AsyncClient()
+        await django_client.aforce_login(user)
+        client.cookies.set("sessionid", django_client.cookies["sessionid"].value)
+        page = await client.get("/ai-chat/")
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+        client.headers.update({"X-CSRFToken": token, "Referer": "https://testserver/"})
+        yield client
+
+
+async def trips_of(app, user) -> tuple[list[str], list[str]]:  # type: ignore[no-untyped-def]
+    """The thread trips of a chat turn refused by its checks (a blank message: the user, the
+    turn's checks on a database thread) and of the settings page."""
+    async with client_of(app, user) as client:
+        with thread_trips() as stream:
+            response = await client.post("/ai-chat/stream/", data={"message": "   "})
+        assert response.status_code == 400, response.text
+        with thread_trips() as page:
+            response = await client.get("/api-manager/settings/")
+        assert response.status_code == 200
+    return stream, page
+
+
+def test_the_asgi_application_is_djangos_own():
+    """No handler of ours rebuilds the chain: it is settings.MIDDLEWARE as listed."""
+    from bsepar_panel.asgi import application
+
+    assert type(application) is ASGIHandler
+
+
+def test_djangos_security_middlewares_are_inspected_by_the_deploy_checks():
+    """SecurityMiddleware, CsrfViewMiddleware and XFrameOptionsMiddleware are found by their
+    own paths (a subclass elsewhere would raise these warnings)."""
+    ids = {message.id for message in run_checks(include_deployment_checks=True)}
+    assert not ids & {"security.W001", "security.W002", "security.W003"}, ids
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_async_native_middleware_save_thread_trips(alice, settings):
+    ours_stream, ours_page = await trips_of(ASGIHandler(), alice)
+    with override_settings(MIDDLEWARE=[STOCK.get(path, path) for path in settings.MIDDLEWARE]):
+        stock_stream, stock_page = await trips_of(ASGIHandler(), alice)
+
+    # The user is loaded in one trip to a database thread, and the turn's checks in another.
+    assert sum(name.startswith("db_") for name in ours_stream) == 2, ours_stream
+    assert sum(name.startswith("db_") for name in ours_page) == 1, ours_page
+    # Each of the six runs its hooks in the event loop: at least one trip less each.
+    assert len(ours_stream) <= len(stock_stream) - 6, (ours_stream, stock_stream)
+    assert len(ours_page) <= len(stock_page) - 6, (ours_page, stock_page)
