@@ -333,7 +333,7 @@ def _finish(
         status, UsageStatus.ERROR
     )
     with transaction.atomic():
-        record = UsageRecord.objects.create(
+        record = UsageRecord.objects.record(
             key=turn.key,
             key_label=turn.key.label,
             user_id=turn.user.pk,

@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from ai_chat.models import Conversation, Message, Role
-from api_manager.models import UsageRecord
+from api_manager.models import UsageRecord, UsageRollup
 from tests.conftest import make_key
 
 
@@ -125,6 +125,6 @@ def test_a_calls_day_is_its_local_date_in_time_zone(settings, alice):
     )
     assert record.day == (late + dt.timedelta(hours=3, minutes=30)).date()
     assert record.day == yesterday.date() + dt.timedelta(days=1)
-    days = {d.date: d.requests for d in daily(UsageRecord.objects.all(), days=3)}
+    days = {d.date: d.requests for d in daily(UsageRollup.objects.all(), days=3)}
     assert days[record.day] == 1
     assert sum(days.values()) == 1
