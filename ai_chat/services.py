@@ -25,6 +25,7 @@ from django.utils.translation import gettext as _
 
 from ai_chat.actions.tools import cards_for, tools_for
 from ai_chat.models import Conversation, Message, Role, Status
+from api_manager import budget
 from api_manager.models import ModelPrice, ProviderKey, UsageRecord, UsageStatus
 from api_manager.providers import (
     ChatRequest,
@@ -57,6 +58,8 @@ class Turn:
     config: ProviderConfig
     request: ChatRequest
     user: Any
+    # Tokens held against the key's monthly budget until `_finish` settles them.
+    reservation: budget.Reservation | None = None
 
 
 def sse(event: str, data: dict[str, Any]) -> str:
@@ -206,12 +209,6 @@ def _prepare(user: Any, data: dict[str, Any]) -> Turn:
             _("The API key “%(label)s” is unreadable: enter it again.") % {"label": key.label},
             status=409,
         ) from None
-    if key.budget_exhausted():
-        raise TurnRefused(
-            _("The API key “%(label)s” has used its monthly token budget.") % {"label": key.label},
-            status=429,
-        )
-
     model = (
         str(data.get("model") or "").strip()
         or key.default_model
@@ -284,14 +281,35 @@ def _prepare(user: Any, data: dict[str, Any]) -> Turn:
             # One INSERT for the user's message and the `streaming` reply row.
             Message.objects.bulk_create([user_message, reply])
             earlier.insert(0, user_message)
+        history = build_history(earlier, settings.CHAT_CONTEXT_CHARS)
+        tools = tools_for(user)
+        # Last in the transaction: a refusal undoes the rows above; the counter stays locked
+        # only until the commit.
+        reservation = _reserve_budget(key, history, conversation.system_prompt, tools)
     request = ChatRequest(
         model=model,
-        messages=build_history(earlier, settings.CHAT_CONTEXT_CHARS),
+        messages=history,
         system=conversation.system_prompt,
-        max_tokens=settings.CHAT_MAX_OUTPUT_TOKENS,
-        tools=tools_for(user),
+        max_tokens=reservation.max_tokens if reservation else settings.CHAT_MAX_OUTPUT_TOKENS,
+        tools=tools,
     )
-    return Turn(conversation, user_message, reply, key, config, request, user)
+    return Turn(conversation, user_message, reply, key, config, request, user, reservation)
+
+
+def _reserve_budget(
+    key: ProviderKey, history: list[dict[str, Any]], system: str, tools: Any
+) -> budget.Reservation | None:
+    """Hold the turn's worst case (input bytes + output cap) against the key's monthly
+    budget; raise TurnRefused (429) when the budget cannot cover a short reply."""
+    try:
+        return budget.reserve(
+            key, budget.input_bound(history, system, tools), settings.CHAT_MAX_OUTPUT_TOKENS
+        )
+    except budget.BudgetExceeded:
+        raise TurnRefused(
+            _("The API key “%(label)s” has used its monthly token budget.") % {"label": key.label},
+            status=429,
+        ) from None
 
 
 async def prepare_turn(user: Any, data: dict[str, Any]) -> Turn:
@@ -348,6 +366,7 @@ def _finish(
             status=usage_status,
             error_code=error.code if error else ("cancelled" if status == Status.STOPPED else ""),
         )
+        budget.settle(turn.reservation)
         reply = turn.reply
         reply.set_content(text)
         reply.status = status

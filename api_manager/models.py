@@ -205,7 +205,7 @@ class UsageRecordQuerySet(models.QuerySet["UsageRecord"]):
         return created
 
 
-def _increment(queryset: models.QuerySet[Any], create: dict[str, Any], **amounts: Any) -> None:
+def increment(queryset: models.QuerySet[Any], create: dict[str, Any], **amounts: Any) -> None:
     """Add `amounts` to the row of `queryset` (its dimensions are `create`), or create it.
 
     Race-safe without an upsert statement: an F() UPDATE first (the row is locked until the
@@ -271,10 +271,10 @@ def add_to_rollups(records: list[UsageRecord]) -> None:
             "provider": provider,
             "model": model,
         }
-        _increment(UsageRollup.objects.filter(**dims), dims, **amounts)
+        increment(UsageRollup.objects.filter(**dims), dims, **amounts)
     for (key_id, month), tokens in months.items():
         dims = {"key_id": key_id, "month": month}
-        _increment(BudgetCounter.objects.filter(**dims), dims, used=tokens)
+        increment(BudgetCounter.objects.filter(**dims), dims, used=tokens)
 
 
 class UsageRecord(models.Model):
