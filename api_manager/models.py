@@ -233,6 +233,49 @@ def increment(queryset: models.QuerySet[Any], create: dict[str, Any], **amounts:
             raise
 
 
+# Above this many rollup rows in one batch, `add_to_rollups` reads and writes them in bulk.
+BULK_ROLLUP_ROWS = 20
+ROLLUP_AMOUNTS = ["input_tokens", "output_tokens", "requests", "errors", "cost"]
+
+
+def _add_many(rows: dict[tuple[Any, ...], dict[str, Any]]) -> None:
+    """Add many rollup rows' amounts at once (a bulk import: thousands of rows per batch).
+
+    The existing rows of the batch's days are read locked (FOR UPDATE on PostgreSQL; SQLite's
+    transaction holds the write lock), changed in memory and written with one bulk UPDATE per
+    thousand; the missing ones are inserted together. If a concurrent writer inserted one of
+    them first, the batch falls back to one race-safe increment per row.
+    """
+    with transaction.atomic():
+        days = {dims[0] for dims in rows}
+        remaining = dict(rows)
+        changed = []
+        for rollup in UsageRollup.objects.select_for_update().filter(day__in=days):
+            dims = (rollup.day, rollup.key_id, rollup.user_id, rollup.provider, rollup.model)
+            amounts = remaining.pop(dims, None)
+            if amounts is None:
+                continue
+            for name in ROLLUP_AMOUNTS:
+                setattr(rollup, name, getattr(rollup, name) + amounts[name])
+            rollup.key_label = amounts["key_label"]
+            changed.append(rollup)
+        UsageRollup.objects.bulk_update(changed, [*ROLLUP_AMOUNTS, "key_label"], batch_size=1000)
+        names = ("day", "key_id", "user_id", "provider", "model")
+        try:
+            with transaction.atomic():
+                UsageRollup.objects.bulk_create(
+                    (
+                        UsageRollup(**dict(zip(names, dims, strict=True)), **amounts)
+                        for dims, amounts in remaining.items()
+                    ),
+                    batch_size=1000,
+                )
+        except IntegrityError:
+            for dims, amounts in remaining.items():
+                values = dict(zip(names, dims, strict=True))
+                increment(UsageRollup.objects.filter(**values), values, **amounts)
+
+
 def add_to_rollups(records: list[UsageRecord]) -> None:
     """Add saved `records` to their daily rollups and their keys' month counters.
 
@@ -263,15 +306,18 @@ def add_to_rollups(records: list[UsageRecord]) -> None:
         if record.key_id is not None:
             month = (record.key_id, month_of(record.day))
             months[month] = months.get(month, 0) + record.total_tokens
-    for (day, key_id, user_id, provider, model), amounts in rows.items():
-        dims = {
-            "day": day,
-            "key_id": key_id,
-            "user_id": user_id,
-            "provider": provider,
-            "model": model,
-        }
-        increment(UsageRollup.objects.filter(**dims), dims, **amounts)
+    if len(rows) > BULK_ROLLUP_ROWS:
+        _add_many(rows)
+    else:
+        for (day, key_id, user_id, provider, model), amounts in rows.items():
+            dims = {
+                "day": day,
+                "key_id": key_id,
+                "user_id": user_id,
+                "provider": provider,
+                "model": model,
+            }
+            increment(UsageRollup.objects.filter(**dims), dims, **amounts)
     for (key_id, month), tokens in months.items():
         dims = {"key_id": key_id, "month": month}
         increment(BudgetCounter.objects.filter(**dims), dims, used=tokens)

@@ -93,6 +93,36 @@ def test_bulk_created_records_are_summed_per_rollup_row(alice, bob):
     assert consistent() == []
 
 
+def test_a_large_batch_is_added_in_bulk_to_new_and_existing_rollups(alice, bob):
+    key = make_key(alice)
+    now = timezone.now()
+
+    def batch(count: int) -> list[UsageRecord]:
+        return [
+            UsageRecord(
+                key=key,
+                key_label=key.label,
+                user=alice if i % 2 else bob,
+                provider="openai",
+                model=f"m{i % 3}",
+                input_tokens=i,
+                output_tokens=2,
+                status=UsageStatus.ERROR if i % 7 == 0 else UsageStatus.OK,
+                cost=Decimal("0.000100"),
+                created_at=now - dt.timedelta(days=i % 10),
+            )
+            for i in range(count)
+        ]
+
+    record(key, alice, model="m1")  # one row exists before the batch
+    UsageRecord.objects.bulk_create(batch(300))
+    # 30 (day, user, model) combinations (i % 30), plus alice's m1 row of today.
+    assert UsageRollup.objects.count() == 31
+    UsageRecord.objects.bulk_create(batch(120))  # their rows exist now
+    assert UsageRollup.objects.count() == 31
+    assert consistent() == []
+
+
 def test_deleting_a_key_or_a_user_keeps_the_rollups_equal_to_the_records(alice, bob):
     alice_key, bob_key = make_key(alice), make_key(bob, label="b")
     for key, user in [(alice_key, alice), (bob_key, bob), (alice_key, bob)]:
