@@ -189,8 +189,9 @@ class UsageStatus(models.TextChoices):
 class UsageRecordQuerySet(models.QuerySet["UsageRecord"]):
     def record(self, **fields: Any) -> UsageRecord:
         """Save one call's usage record and add it to its daily rollup and its key's month
-        counter, in one transaction (joining the caller's, if any)."""
-        with transaction.atomic():
+        counter, in one transaction (joining the caller's, if any: no savepoint, an error
+        rolls the caller's transaction back with it)."""
+        with transaction.atomic(savepoint=False):
             return self.create(**fields)
 
     def bulk_create(self, objs, *args, **kwargs):  # type: ignore[no-untyped-def, override]
@@ -199,7 +200,7 @@ class UsageRecordQuerySet(models.QuerySet["UsageRecord"]):
         objs = list(objs)
         for record in objs:
             record.fill_day()
-        with transaction.atomic():
+        with transaction.atomic(savepoint=False):
             created = super().bulk_create(objs, *args, **kwargs)
             add_to_rollups(objs)
         return created
@@ -375,7 +376,7 @@ class UsageRecord(models.Model):
         if not self._state.adding:
             super().save(*args, **kwargs)
             return
-        with transaction.atomic():
+        with transaction.atomic(savepoint=False):
             super().save(*args, **kwargs)
             add_to_rollups([self])
 
