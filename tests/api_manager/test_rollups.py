@@ -219,3 +219,44 @@ def test_the_admin_usage_list_does_not_count_the_whole_log(
     assert response.status_code == 200
     counts = [q["sql"] for q in ctx.captured_queries if "COUNT(" in q["sql"].upper()]
     assert len(counts) == 1 and "LIMIT" in counts[0].upper()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_builds_rollups_and_counters_from_existing_records():
+    from django.db.migrations.executor import MigrationExecutor
+
+    before = [("api_manager", "0005_usage_rollups")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    old = executor.loader.project_state(before).apps
+    user = old.get_model("auth", "User").objects.create(username="old")
+    key = old.get_model("api_manager", "ProviderKey").objects.create(
+        owner=user, provider="openai", label="old key", secret_encrypted="x", last4="abcd"
+    )
+    Record = old.get_model("api_manager", "UsageRecord")
+    today = timezone.localdate()
+    for i in range(5):
+        Record.objects.create(
+            key=key,
+            key_label="old key",
+            user=user,
+            provider="openai",
+            model="m",
+            input_tokens=10,
+            output_tokens=i,
+            status="error" if i == 0 else "ok",
+            day=today,
+        )
+    assert not old.get_model("api_manager", "UsageRollup").objects.exists()
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())  # 0006 and anything after it
+    assert consistent() == []
+    rollup = UsageRollup.objects.get()
+    assert (rollup.input_tokens, rollup.output_tokens, rollup.requests, rollup.errors) == (
+        50,
+        10,
+        5,
+        1,
+    )
+    assert BudgetCounter.objects.get(key_id=key.pk).used == 60
