@@ -121,18 +121,21 @@ def reserve(
     return Reservation(held.pk, key.pk, month, tokens, output)
 
 
-def settle(reservation: Reservation | None) -> None:
-    """Release a reservation: call it in the transaction that saves the reply's usage record
-    (the record adds the real tokens to the month's `used`). Settling twice, or after
-    `release_stale`, does nothing."""
+def settle(reservation: Reservation | int | None) -> None:
+    """Release a reservation (or its id, for a caller that stored only that): call it in the
+    transaction that saves the reply's usage record (the record adds the real tokens to the
+    month's `used`). Settling twice, or after `release_stale`, does nothing."""
     if reservation is None:
         return
+    pk = reservation.id if isinstance(reservation, Reservation) else reservation
     with transaction.atomic():
-        deleted, _ = BudgetReservation.objects.filter(pk=reservation.id).delete()
-        if deleted:
-            BudgetCounter.objects.filter(key_id=reservation.key_id, month=reservation.month).update(
-                reserved=F("reserved") - reservation.tokens
-            )
+        held = BudgetReservation.objects.select_for_update().filter(pk=pk).first()
+        if held is None:
+            return
+        BudgetCounter.objects.filter(key_id=held.key_id, month=held.month).update(
+            reserved=F("reserved") - held.tokens
+        )
+        held.delete()
 
 
 def release_stale(before: dt.datetime) -> int:

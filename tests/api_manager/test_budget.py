@@ -68,6 +68,10 @@ def test_settling_releases_the_reservation_once(alice):
     budget.settle(held)
     assert counter(key).reserved == 0
     assert not BudgetReservation.objects.exists()
+    # A caller that kept only the id (a reply run as a job) settles by id.
+    again = budget.reserve(key, 10, 100)
+    budget.settle(again.id)
+    assert counter(key).reserved == 0
 
 
 def test_close_stale_streams_releases_reservations_left_by_a_crash(alice):
