@@ -1,4 +1,5 @@
-"""Provider keys (secrets encrypted at rest), usage records and the price table."""
+"""Provider keys (secrets encrypted at rest), usage records with their daily rollups, monthly
+budget counters and reservations, and the price table."""
 
 from __future__ import annotations
 
