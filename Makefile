@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install install-dev lint messages bench clean
+.PHONY: run test install install-dev lint messages bench bench-pages clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,9 @@ messages: install-dev
 bench: install-dev
 	$(BIN)/pip install --quiet -r bench/requirements.txt
 	$(BIN)/python bench/load.py $(BENCH_ARGS)
+
+bench-pages: install-dev
+	$(BIN)/python bench/pages.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles

@@ -30,6 +30,7 @@ from django.utils.translation import gettext as _
 from ai_chat.actions.tools import cards_for, tools_for
 from ai_chat.forms import TurnForm, TurnKind
 from ai_chat.models import Conversation, Message, Role, Status
+from api_manager import budget
 from api_manager.models import ModelPrice, ProviderKey, UsageRecord, UsageStatus
 from api_manager.providers import (
     ChatRequest,
@@ -64,6 +65,8 @@ class Turn:
     config: ProviderConfig
     request: ChatRequest
     user: Any
+    # Tokens held against the key's monthly budget until `_finish` settles them.
+    reservation: budget.Reservation | None = None
 
 
 def sse(event: str, data: dict[str, Any]) -> str:
@@ -187,11 +190,6 @@ def _key_for(
             _("The API key “%(label)s” is unreadable: enter it again.") % {"label": key.label},
             status=409,
         ) from None
-    if key.budget_exhausted():
-        raise TurnRefused(
-            _("The API key “%(label)s” has used its monthly token budget.") % {"label": key.label},
-            status=429,
-        )
     return key, config
 
 
@@ -332,12 +330,19 @@ def _prepare(user: Any, data: dict[str, Any]) -> Turn:
             started = _continue(checked)
         else:
             started = _new_message(checked, form.cleaned_data["message"])
+        history = build_history(started.history, settings.CHAT_CONTEXT_CHARS)
+        tools = tools_for(user)
+        # Last in the transaction: a refusal undoes the rows above; the counter stays locked
+        # only until the commit.
+        reservation = _reserve_budget(
+            checked.key, history, started.conversation.system_prompt, tools
+        )
     request = ChatRequest(
         model=checked.model,
-        messages=build_history(started.history, settings.CHAT_CONTEXT_CHARS),
+        messages=history,
         system=started.conversation.system_prompt,
-        max_tokens=settings.CHAT_MAX_OUTPUT_TOKENS,
-        tools=tools_for(user),
+        max_tokens=reservation.max_tokens if reservation else settings.CHAT_MAX_OUTPUT_TOKENS,
+        tools=tools,
     )
     return Turn(
         started.conversation,
@@ -347,7 +352,24 @@ def _prepare(user: Any, data: dict[str, Any]) -> Turn:
         checked.config,
         request,
         user,
+        reservation,
     )
+
+
+def _reserve_budget(
+    key: ProviderKey, history: list[dict[str, Any]], system: str, tools: Any
+) -> budget.Reservation | None:
+    """Hold the turn's worst case (input bytes + output cap) against the key's monthly
+    budget; raise TurnRefused (429) when the budget cannot cover a short reply."""
+    try:
+        return budget.reserve(
+            key, budget.input_bound(history, system, tools), settings.CHAT_MAX_OUTPUT_TOKENS
+        )
+    except budget.BudgetExceeded:
+        raise TurnRefused(
+            _("The API key “%(label)s” has used its monthly token budget.") % {"label": key.label},
+            status=429,
+        ) from None
 
 
 async def prepare_turn(user: Any, data: dict[str, Any]) -> Turn:
@@ -449,7 +471,7 @@ def _finish(
         reply.tool_calls = cards_for(turn.user, calls)
     cards_html = render_cards(reply) if reply.tool_calls else ""
     with transaction.atomic():
-        reply.usage = UsageRecord.objects.create(
+        reply.usage = UsageRecord.objects.record(
             key=turn.key,
             key_label=turn.key.label,
             user_id=turn.user.pk,
@@ -464,6 +486,7 @@ def _finish(
             status=usage_status,
             error_code=error.code if error else ("cancelled" if status == Status.STOPPED else ""),
         )
+        budget.settle(turn.reservation)
         reply.save(
             update_fields=[
                 "tool_calls",

@@ -1,4 +1,5 @@
-"""Provider keys (secrets encrypted at rest), usage records and the price table."""
+"""Provider keys (secrets encrypted at rest), usage records with their daily rollups, monthly
+budget counters and reservations, and the price table."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import models
-from django.db.models import Case, Q, Sum, Value, When
+from django.db import IntegrityError, models, transaction
+from django.db.models import Case, F, Q, Sum, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -27,6 +28,11 @@ def month_start(now: dt.datetime | None = None) -> dt.datetime:
     """The first instant of the current month in the active time zone."""
     now = timezone.localtime(now or timezone.now())
     return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def month_of(day: dt.date) -> dt.date:
+    """The first day of `day`'s month: how budget counters name a month."""
+    return day.replace(day=1)
 
 
 class ProviderKeyQuerySet(models.QuerySet["ProviderKey"]):
@@ -67,11 +73,14 @@ class ProviderKeyQuerySet(models.QuerySet["ProviderKey"]):
         )
 
     def with_month_tokens(self) -> ProviderKeyQuerySet:
-        """Annotate `month_tokens`: input plus output tokens used since the month began."""
-        since = Q(usage__created_at__gte=month_start())
+        """Annotate `month_in` and `month_out`: tokens used since the month began.
+
+        Summed from the daily rollups (at most a few rows per key and day), not the records.
+        """
+        since = Q(rollups__day__gte=month_start().date())
         return self.annotate(
-            month_in=Coalesce(Sum("usage__input_tokens", filter=since), 0),
-            month_out=Coalesce(Sum("usage__output_tokens", filter=since), 0),
+            month_in=Coalesce(Sum("rollups__input_tokens", filter=since), 0),
+            month_out=Coalesce(Sum("rollups__output_tokens", filter=since), 0),
         )
 
 
@@ -156,15 +165,18 @@ class ProviderKey(models.Model):
 
     # -- budget ------------------------------------------------------------------------
     def month_tokens(self) -> int:
-        totals = self.usage.filter(created_at__gte=month_start()).aggregate(
-            tokens=Coalesce(Sum("input_tokens"), 0) + Coalesce(Sum("output_tokens"), 0)
-        )
-        return int(totals["tokens"])
+        """Tokens used this month: one row of the key's budget counter, never a scan."""
+        counter = self.budget_months.filter(month=month_start().date()).first()
+        return counter.used if counter else 0
 
     def budget_exhausted(self) -> bool:
+        """True when this month's used and reserved tokens reach the budget (a hint only:
+        api_manager.budget.reserve is what holds the budget under concurrency)."""
         if not self.monthly_token_budget:
             return False
-        return self.month_tokens() >= self.monthly_token_budget
+        counter = self.budget_months.filter(month=month_start().date()).first()
+        spent = counter.used + counter.reserved if counter else 0
+        return spent >= self.monthly_token_budget
 
     @property
     def budget_used_ratio(self) -> float | None:
@@ -208,11 +220,141 @@ class UsageStatus(models.TextChoices):
 
 
 class UsageRecordQuerySet(models.QuerySet["UsageRecord"]):
+    def record(self, **fields: Any) -> UsageRecord:
+        """Save one call's usage record and add it to its daily rollup and its key's month
+        counter, in one transaction (joining the caller's, if any: no savepoint, an error
+        rolls the caller's transaction back with it)."""
+        with transaction.atomic(savepoint=False):
+            return self.create(**fields)
+
     def bulk_create(self, objs, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        """Insert records and add them to the rollups in the same transaction (seeding,
+        imports and tests go through here): one increment per rollup row, not per record."""
         objs = list(objs)
         for record in objs:
             record.fill_day()
-        return super().bulk_create(objs, *args, **kwargs)
+        with transaction.atomic(savepoint=False):
+            created = super().bulk_create(objs, *args, **kwargs)
+            add_to_rollups(objs)
+        return created
+
+
+def increment(queryset: models.QuerySet[Any], create: dict[str, Any], **amounts: Any) -> None:
+    """Add `amounts` to the row of `queryset` (its dimensions are `create`), or create it.
+
+    Race-safe without an upsert statement: an F() UPDATE first (the row is locked until the
+    transaction ends, so concurrent increments queue instead of losing updates); on a miss,
+    an INSERT in a savepoint; if a concurrent transaction inserted the same row first, the
+    unique constraint refuses ours and the UPDATE, run again, finds the committed row.
+    Rows whose dimensions hold NULL (a deleted key or user) are not unique in SQL, so only
+    one of them is ever updated (`pk__in ... [:1]`): sums stay right even if two exist.
+    """
+    label = amounts.pop("key_label", None)
+    changes: dict[str, Any] = {name: F(name) + value for name, value in amounts.items()}
+    if label is not None:
+        changes["key_label"] = label
+    one = queryset.model._default_manager.filter(pk__in=queryset.values("pk")[:1])
+    if one.update(**changes):
+        return
+    values = dict(create, **amounts)
+    if label is not None:
+        values["key_label"] = label
+    try:
+        with transaction.atomic():
+            queryset.model._default_manager.create(**values)
+    except IntegrityError:
+        if not one.update(**changes):
+            raise
+
+
+# Above this many rollup rows in one batch, `add_to_rollups` reads and writes them in bulk.
+BULK_ROLLUP_ROWS = 20
+ROLLUP_AMOUNTS = ["input_tokens", "output_tokens", "requests", "errors", "cost"]
+
+
+def _add_many(rows: dict[tuple[Any, ...], dict[str, Any]]) -> None:
+    """Add many rollup rows' amounts at once (a bulk import: thousands of rows per batch).
+
+    The existing rows of the batch's days are read locked (FOR UPDATE on PostgreSQL; SQLite's
+    transaction holds the write lock), changed in memory and written with one bulk UPDATE per
+    thousand; the missing ones are inserted together. If a concurrent writer inserted one of
+    them first, the batch falls back to one race-safe increment per row.
+    """
+    with transaction.atomic():
+        days = {dims[0] for dims in rows}
+        remaining = dict(rows)
+        changed = []
+        for rollup in UsageRollup.objects.select_for_update().filter(day__in=days):
+            dims = (rollup.day, rollup.key_id, rollup.user_id, rollup.provider, rollup.model)
+            amounts = remaining.pop(dims, None)
+            if amounts is None:
+                continue
+            for name in ROLLUP_AMOUNTS:
+                setattr(rollup, name, getattr(rollup, name) + amounts[name])
+            rollup.key_label = amounts["key_label"]
+            changed.append(rollup)
+        UsageRollup.objects.bulk_update(changed, [*ROLLUP_AMOUNTS, "key_label"], batch_size=1000)
+        names = ("day", "key_id", "user_id", "provider", "model")
+        try:
+            with transaction.atomic():
+                UsageRollup.objects.bulk_create(
+                    (
+                        UsageRollup(**dict(zip(names, dims, strict=True)), **amounts)
+                        for dims, amounts in remaining.items()
+                    ),
+                    batch_size=1000,
+                )
+        except IntegrityError:
+            for dims, amounts in remaining.items():
+                values = dict(zip(names, dims, strict=True))
+                increment(UsageRollup.objects.filter(**values), values, **amounts)
+
+
+def add_to_rollups(records: list[UsageRecord]) -> None:
+    """Add saved `records` to their daily rollups and their keys' month counters.
+
+    Call inside the transaction that saved them. Records are summed per rollup row first,
+    so a batch costs one increment per (day, key, user, provider, model), not per record.
+    """
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    months: dict[tuple[int, dt.date], int] = {}
+    for record in records:
+        dims = (record.day, record.key_id, record.user_id, record.provider, record.model)
+        row = rows.setdefault(
+            dims,
+            {
+                "key_label": record.key_label,
+                "input_tokens": 0,
+                "output_tokens": 0,
+                "requests": 0,
+                "errors": 0,
+                "cost": Decimal("0"),
+            },
+        )
+        row["key_label"] = record.key_label
+        row["input_tokens"] += record.input_tokens
+        row["output_tokens"] += record.output_tokens
+        row["requests"] += 1
+        row["errors"] += int(record.status == UsageStatus.ERROR)
+        row["cost"] += Decimal(record.cost)
+        if record.key_id is not None:
+            month = (record.key_id, month_of(record.day))
+            months[month] = months.get(month, 0) + record.total_tokens
+    if len(rows) > BULK_ROLLUP_ROWS:
+        _add_many(rows)
+    else:
+        for (day, key_id, user_id, provider, model), amounts in rows.items():
+            dims = {
+                "day": day,
+                "key_id": key_id,
+                "user_id": user_id,
+                "provider": provider,
+                "model": model,
+            }
+            increment(UsageRollup.objects.filter(**dims), dims, **amounts)
+    for (key_id, month), tokens in months.items():
+        dims = {"key_id": key_id, "month": month}
+        increment(BudgetCounter.objects.filter(**dims), dims, used=tokens)
 
 
 class UsageRecord(models.Model):
@@ -261,8 +403,15 @@ class UsageRecord(models.Model):
         return f"{self.model} {self.input_tokens}+{self.output_tokens}"
 
     def save(self, *args: Any, **kwargs: Any) -> None:
+        """Save; a new record is added to the rollups in the same transaction, so that the
+        rollups equal the records' sums whichever way a record is created."""
         self.fill_day()
-        super().save(*args, **kwargs)
+        if not self._state.adding:
+            super().save(*args, **kwargs)
+            return
+        with transaction.atomic(savepoint=False):
+            super().save(*args, **kwargs)
+            add_to_rollups([self])
 
     def fill_day(self) -> None:
         if self.day is None:
@@ -271,3 +420,89 @@ class UsageRecord(models.Model):
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+
+class UsageRollupQuerySet(models.QuerySet["UsageRollup"]):
+    def since(self, day: dt.date) -> UsageRollupQuerySet:
+        return self.filter(day__gte=day)
+
+
+class UsageRollup(models.Model):
+    """Daily usage per (day, key, user, provider, model): what the pages read.
+
+    Kept in step with UsageRecord by `add_to_rollups`, in the transaction that saves a
+    record; `manage.py rebuild_usage_rollups` rebuilds them and `--check` compares them with
+    the records' sums. Pages cost the number of rollup rows in their period (days × keys ×
+    users × models), whatever the number of calls.
+    """
+
+    day = models.DateField()
+    key = models.ForeignKey(
+        ProviderKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="rollups"
+    )
+    key_label = models.CharField(max_length=100, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="usage_rollups",
+    )
+    provider = models.CharField(max_length=20, choices=ProviderName.choices)
+    model = models.CharField(max_length=200, blank=True)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    requests = models.PositiveBigIntegerField(default=0)
+    errors = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=18, decimal_places=6, default=Decimal("0"))
+
+    objects = UsageRollupQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-day"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "key", "user", "provider", "model"], name="usage_rollup_unique"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["key", "day"]),
+            models.Index(fields=["user", "day"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.key_label} {self.model}"
+
+
+class BudgetCounter(models.Model):
+    """A key's tokens in one month: `used` (settled, equal to its records' sums) and
+    `reserved` (held by replies in progress). api_manager.budget changes `reserved` under a
+    row lock so that used + reserved never exceeds the key's budget."""
+
+    key = models.ForeignKey(ProviderKey, on_delete=models.CASCADE, related_name="budget_months")
+    month = models.DateField()
+    used = models.PositiveBigIntegerField(default=0)
+    reserved = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["key", "month"], name="budget_counter_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key_id} {self.month:%Y-%m}: {self.used} + {self.reserved}"
+
+
+class BudgetReservation(models.Model):
+    """Tokens a reply in progress holds against its key's month; deleted when it settles.
+
+    A reservation left by a crashed worker is released by `close_stale_streams`.
+    """
+
+    key = models.ForeignKey(ProviderKey, on_delete=models.CASCADE, related_name="+")
+    month = models.DateField()
+    tokens = models.PositiveBigIntegerField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.key_id} {self.month:%Y-%m}: {self.tokens}"

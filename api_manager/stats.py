@@ -6,11 +6,11 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from api_manager.models import UsageRecord, UsageStatus
+from api_manager.models import UsageRollup
 
 
 @dataclass
@@ -37,16 +37,20 @@ def since(count: int) -> dt.datetime:
     return timezone.make_aware(dt.datetime.combine(first, dt.time.min))
 
 
-def daily(records: QuerySet[UsageRecord], days: int = 30) -> list[Day]:
-    """Per day totals of `records` for the last `days` days, oldest first, gaps filled."""
+def daily(rollups: QuerySet[UsageRollup], days: int = 30) -> list[Day]:
+    """Per day totals of `rollups` for the last `days` days, oldest first, gaps filled.
+
+    Reads the daily rollups: the cost is the number of rollup rows in the period (days ×
+    users × models of the selection), not the number of calls.
+    """
     rows = (
-        records.filter(created_at__gte=since(days))
+        rollups.filter(day__gte=last_days(days)[0])
         .values("day")
         .annotate(
             input_tokens=Coalesce(Sum("input_tokens"), 0),
             output_tokens=Coalesce(Sum("output_tokens"), 0),
-            requests=Count("id"),
-            errors=Count("id", filter=Q(status=UsageStatus.ERROR)),
+            requests=Coalesce(Sum("requests"), 0),
+            errors=Coalesce(Sum("errors"), 0),
             cost=Coalesce(Sum("cost"), Decimal("0")),
         )
         .order_by("day")

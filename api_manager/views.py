@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from api_manager import stats
 from api_manager.forms import ProviderKeyForm
-from api_manager.models import ProviderKey, UsageRecord
+from api_manager.models import ProviderKey, UsageRollup
 from api_manager.providers import ProviderConfig, ProviderError, get_provider
 from core import crypto
 from core.charts import stacked_bars
@@ -154,12 +154,12 @@ async def check_new_key(request: AuthenticatedHttpRequest) -> HttpResponse:
 
 @require_GET
 def key_usage(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
-    # Queries: the key (owned or shared), then one aggregate over its usage per day.
+    # Queries: the key (owned or shared), then one aggregate over its daily rollups.
     try:
         key = ProviderKey.objects.usable_by(request.user).get(pk=pk)
     except ProviderKey.DoesNotExist:
         raise Http404("No such key") from None
-    days = stats.daily(UsageRecord.objects.filter(key=key))
+    days = stats.daily(UsageRollup.objects.filter(key=key))
     chart = stacked_bars(
         [d.date.strftime("%m-%d") for d in days],
         [

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET
 
 from ai_chat.models import Conversation, Message, Role
 from api_manager import stats
-from api_manager.models import ProviderKey, ProviderName, UsageRecord, month_start
+from api_manager.models import ProviderKey, ProviderName, UsageRollup, month_start
 from core.charts import stacked_bars
 from core.http import AuthenticatedHttpRequest
 
@@ -24,11 +24,11 @@ NEAR_BUDGET = 0.8
 RECENT_ERROR_DAYS = 7
 
 
-def _usage_by_day_key_provider(records, first_day: dt.date) -> list[dict[str, Any]]:
-    """One query: tokens and cost per day, key label and provider since `first_day`."""
-    start = timezone.make_aware(dt.datetime.combine(first_day, dt.time.min))
+def _usage_by_day_key_provider(rollups, first_day: dt.date) -> list[dict[str, Any]]:
+    """One query over the daily rollups: tokens and cost per day, key label and provider
+    since `first_day`."""
     return list(
-        records.filter(created_at__gte=start)
+        rollups.filter(day__gte=first_day)
         .values("day", "key_label", "provider")
         .annotate(
             tokens_in=Coalesce(Sum("input_tokens"), 0),
@@ -58,11 +58,12 @@ def index(request: AuthenticatedHttpRequest) -> HttpResponse:
         month=Count("id", filter=Q(created_at__gte=this_month)),
     )
 
-    # Admins see the team's usage; everyone else their own.
-    records = UsageRecord.objects.all() if user.is_staff else UsageRecord.objects.filter(user=user)
+    # Admins see the team's usage; everyone else their own. Usage is read from the daily
+    # rollups only: the page's cost does not grow with the number of calls.
+    rollups = UsageRollup.objects.all() if user.is_staff else UsageRollup.objects.filter(user=user)
     days = stats.last_days(30)
     first_day = min(days[0], this_month.date())
-    rows = _usage_by_day_key_provider(records, first_day)
+    rows = _usage_by_day_key_provider(rollups, first_day)
     day_index = {day: i for i, day in enumerate(days)}
     per_key: dict[str, list[int]] = defaultdict(lambda: [0] * len(days))
     per_provider = {
@@ -94,10 +95,10 @@ def index(request: AuthenticatedHttpRequest) -> HttpResponse:
     team: list[dict[str, Any]] = []
     if user.is_staff:
         team = list(
-            UsageRecord.objects.filter(created_at__gte=this_month, user__isnull=False)
+            UsageRollup.objects.filter(day__gte=this_month.date(), user__isnull=False)
             .values("user__username")
             .annotate(
-                requests=Count("id"),
+                requests=Sum("requests"),
                 tokens=Coalesce(Sum("input_tokens"), 0) + Coalesce(Sum("output_tokens"), 0),
                 cost=Coalesce(Sum("cost"), Decimal("0")),
             )

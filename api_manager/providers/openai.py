@@ -84,6 +84,9 @@ class OpenAIProvider(Provider):
             "messages": to_openai_messages(request),
             "stream": True,
             "stream_options": {"include_usage": True},
+            # The output cap: a budgeted key's turn lowers it to what its budget has left
+            # (api_manager.budget). `max_tokens` is deprecated and refused by reasoning models.
+            "max_completion_tokens": request.max_tokens,
         }
         if request.tools:
             kwargs["tools"] = [

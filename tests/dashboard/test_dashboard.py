@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from ai_chat.models import Conversation, Message, Role
-from api_manager.models import UsageRecord
+from api_manager.models import UsageRecord, UsageRollup
 from tests.conftest import make_key
 
 
@@ -88,8 +88,8 @@ def test_the_dashboard_query_count_is_constant(
         Message.objects.create(conversation=conversation, role=Role.USER, content="x")
     for key in keys:
         usage(key, alice, size)
-    # 1 user, 2 conversation counts, 3 message counts, 4 usage by day/key/provider,
-    # 5 keys with month tokens, 6 recent conversations, 7 team usage per user
+    # 1 user, 2 conversation counts, 3 message counts, 4 rollups by day/key/provider,
+    # 5 keys with month tokens (rollups), 6 recent conversations, 7 team rollups per user
     with django_assert_num_queries(7):
         response = admin_client.get("/")
     assert response.status_code == 200
@@ -125,6 +125,26 @@ def test_a_calls_day_is_its_local_date_in_time_zone(settings, alice):
     )
     assert record.day == (late + dt.timedelta(hours=3, minutes=30)).date()
     assert record.day == yesterday.date() + dt.timedelta(days=1)
-    days = {d.date: d.requests for d in daily(UsageRecord.objects.all(), days=3)}
+    days = {d.date: d.requests for d in daily(UsageRollup.objects.all(), days=3)}
     assert days[record.day] == 1
     assert sum(days.values()) == 1
+
+
+@pytest.mark.parametrize("staff", [False, True])
+def test_the_usage_pages_read_the_rollups_not_the_records(
+    client, admin_user, alice, django_assert_num_queries, staff
+):
+    """Their cost must not grow with the number of calls: no query touches the records."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    user = admin_user if staff else alice
+    client.force_login(user)
+    key = make_key(user)
+    usage(key, user, 20)
+    with CaptureQueriesContext(connection) as ctx:
+        for path in ["/", "/api-manager/settings/", f"/api-manager/keys/{key.pk}/usage/"]:
+            assert client.get(path).status_code == 200
+    sql = "\n".join(q["sql"] for q in ctx.captured_queries)
+    assert "api_manager_usagerollup" in sql
+    assert "api_manager_usagerecord" not in sql

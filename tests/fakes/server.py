@@ -21,7 +21,8 @@ Behaviour is chosen per request, so concurrent tests and a browser can drive it:
 
 The reply to anything else is "Hello! You said: <the message>", one word per piece, each piece
 `word_delay` seconds after the last. Usage: input tokens are the words of every message sent
-(system included), output tokens the words sent back.
+(system included), output tokens the words sent back; a reply is cut to the request's
+`max_completion_tokens` / `max_tokens` words.
 """
 
 from __future__ import annotations
@@ -261,7 +262,7 @@ class FakeProviderServer:
         text = _last_user_text(messages)
         if failure := self._directive_failure("openai", text):
             return failure
-        reply = self._reply_for(messages)
+        reply = _capped(self._reply_for(messages), body)
         input_tokens = sum(self._words(_text_of(m.get("content"))) for m in messages)
         created = int(time.time())
         chunk_id = "chatcmpl-fake"
@@ -429,7 +430,7 @@ class FakeProviderServer:
         if isinstance(system, list):
             system = " ".join(_text_of(b) for b in system)
         all_messages = ([{"role": "system", "content": system}] if system else []) + messages
-        reply = self._reply_for(all_messages)
+        reply = _capped(self._reply_for(all_messages), body)
         input_tokens = sum(self._words(_text_of(m.get("content"))) for m in all_messages)
         model = body.get("model", "claude-test-sonnet")
         response = await self._sse_response(request)
@@ -544,6 +545,15 @@ def _last_user_text(messages: list[dict[str, Any]]) -> str:
     role in a row reach a provider joined by a blank line)."""
     last = next((m for m in reversed(messages) if m.get("role") == "user"), {"content": ""})
     return _text_of(last.get("content")).split("\n\n")[-1]
+
+
+def _capped(reply: str, body: dict[str, Any]) -> str:
+    """The reply cut to the request's output cap (a word is a token here), as providers do."""
+    cap = body.get("max_completion_tokens") or body.get("max_tokens")
+    if not cap:
+        return reply
+    words = re.findall(r"\S+\s*", reply)
+    return "".join(words[: int(cap)]).rstrip() if len(words) > int(cap) else reply
 
 
 def _text_of(content: Any) -> str:

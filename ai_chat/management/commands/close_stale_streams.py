@@ -2,7 +2,8 @@
 
 A live stream saves its reply when it ends, however it ends; a row still `streaming` after
 `--minutes` belongs to a process that crashed or was killed. It is marked `error` (code
-`provider`) with whatever text it has (none: text is saved only at the end).
+`provider`) with whatever text it has (none: text is saved only at the end), and the budget
+reservations older than `--minutes` are released (api_manager.budget).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from django.core.management.base import BaseCommand
 from django.utils import timezone
 
 from ai_chat.models import Message, Status
+from api_manager import budget
 
 
 class Command(BaseCommand):
@@ -31,3 +33,6 @@ class Command(BaseCommand):
             error_message="The reply was interrupted (the server stopped while streaming).",
         )
         self.stdout.write(f"Closed {closed} stale streaming repl{'y' if closed == 1 else 'ies'}.")
+        # Their budget reservations too: nothing was recorded for them, so nothing is charged.
+        released = budget.release_stale(cutoff)
+        self.stdout.write(f"Released {released} stale budget reservation(s).")

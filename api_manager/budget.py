@@ -1,0 +1,154 @@
+"""Monthly token budgets that hold under concurrency: reserve before the call, settle after.
+
+A key's month is one `BudgetCounter` row: `used` (the month's records' tokens, added in the
+transaction that saves each record) and `reserved` (held by replies in progress). A turn
+reserves, before it calls the provider, an upper bound of what it can cost: its input (the
+UTF-8 bytes of everything sent, a bound on the token count, since every token of a byte-level
+BPE tokenizer covers at least one byte) plus its output cap. The cap is lowered to what is
+left of the budget, so a nearly spent budget still allows a short reply. The counter row is
+locked while the reservation is decided (SELECT ... FOR UPDATE on PostgreSQL; on SQLite the
+transaction took the write lock at BEGIN IMMEDIATE), so used + reserved never exceeds the
+budget, however many turns start at once on however many servers.
+
+When the reply ends, however it ends, `settle` releases the reservation in the transaction
+that saves its usage record (which adds the real tokens to `used`). A worker that crashed
+leaves its reservation behind; `close_stale_streams` releases those (`release_stale`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+
+from api_manager.models import (
+    BudgetCounter,
+    BudgetReservation,
+    ProviderKey,
+    increment,
+    month_start,
+)
+
+# Tokens a provider adds around each message (role markers, separators): a few in every
+# format we know; 8 keeps the bound an upper bound.
+PER_MESSAGE_TOKENS = 8
+# The smallest reply worth starting: below this a turn is refused rather than cut to nothing.
+MIN_REPLY_TOKENS = 16
+
+
+class BudgetExceeded(Exception):
+    """The key's monthly budget cannot cover this turn's input and a short reply."""
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Tokens held for one reply: `max_tokens` is the output cap to send to the provider."""
+
+    id: int
+    key_id: int
+    month: dt.date
+    tokens: int
+    max_tokens: int
+
+
+def _utf8(text: str | None) -> int:
+    return len(text.encode("utf-8")) if text else 0
+
+
+def input_bound(messages: Iterable[dict[str, Any]], system: str = "", tools: Any = ()) -> int:
+    """An upper bound of the input tokens of a request: the bytes of the text sent.
+
+    Counts every message's content (text parts of a list content too), tool calls'
+    arguments, the system prompt and the tools' names, descriptions and schemas, plus a few
+    tokens per message for the provider's framing. Bytes, not characters: a Persian letter is
+    two bytes and can be a token of its own.
+    """
+    total = _utf8(system) + PER_MESSAGE_TOKENS
+    for message in messages:
+        total += PER_MESSAGE_TOKENS
+        content = message.get("content")
+        if isinstance(content, str):
+            total += _utf8(content)
+        elif content:
+            total += _utf8(json.dumps(content, ensure_ascii=False, default=str))
+        for call in message.get("tool_calls") or ():
+            arguments = getattr(call, "arguments", call)
+            total += _utf8(getattr(call, "name", "")) + PER_MESSAGE_TOKENS
+            total += _utf8(json.dumps(arguments, ensure_ascii=False, default=str))
+    for tool in tools or ():
+        total += PER_MESSAGE_TOKENS + _utf8(tool.name) + _utf8(tool.description)
+        total += _utf8(json.dumps(tool.parameters, ensure_ascii=False, default=str))
+    return total
+
+
+def _current_month(now: dt.datetime | None = None) -> dt.date:
+    return month_start(now).date()
+
+
+def reserve(
+    key: ProviderKey, input_tokens: int, max_output: int, now: dt.datetime | None = None
+) -> Reservation | None:
+    """Hold `input_tokens` plus up to `max_output` tokens of the key's month.
+
+    Returns None for a key without a budget (nothing to hold). The reservation's
+    `max_tokens` is `max_output` lowered to what the budget has left. Raises
+    `BudgetExceeded` if what is left cannot cover the input and a short reply
+    (`MIN_REPLY_TOKENS`, or `max_output` if smaller); then nothing is reserved.
+    Joins the caller's transaction if there is one (the reservation is undone with it).
+    """
+    budget = key.monthly_token_budget
+    if not budget:
+        return None
+    month = _current_month(now)
+    with transaction.atomic():
+        dims = {"key_id": key.pk, "month": month}
+        # Make sure the month's row exists (race-safe create), then lock it: the decision
+        # below reads used and reserved, and no other turn may decide in between.
+        increment(BudgetCounter.objects.filter(**dims), dims, reserved=0)
+        counter = BudgetCounter.objects.select_for_update().get(**dims)
+        left = budget - counter.used - counter.reserved - input_tokens
+        output = min(max_output, left)
+        if output < min(MIN_REPLY_TOKENS, max_output):
+            raise BudgetExceeded(key.label)
+        tokens = input_tokens + output
+        BudgetCounter.objects.filter(pk=counter.pk).update(reserved=F("reserved") + tokens)
+        held = BudgetReservation.objects.create(key_id=key.pk, month=month, tokens=tokens)
+    return Reservation(held.pk, key.pk, month, tokens, output)
+
+
+def settle(reservation: Reservation | int | None) -> None:
+    """Release a reservation (or its id, for a caller that stored only that): call it in the
+    transaction that saves the reply's usage record (the record adds the real tokens to the
+    month's `used`). Settling twice, or after `release_stale`, does nothing."""
+    if reservation is None:
+        return
+    pk = reservation.id if isinstance(reservation, Reservation) else reservation
+    with transaction.atomic():
+        held = BudgetReservation.objects.select_for_update().filter(pk=pk).first()
+        if held is None:
+            return
+        BudgetCounter.objects.filter(key_id=held.key_id, month=held.month).update(
+            reserved=F("reserved") - held.tokens
+        )
+        held.delete()
+
+
+def release_stale(before: dt.datetime) -> int:
+    """Release reservations made before `before` (their worker died mid-reply: a live reply
+    settles within CHAT_MAX_REPLY_SECONDS). No usage record exists for such a reply, so
+    nothing is charged. Returns how many were released."""
+    released = 0
+    with transaction.atomic():
+        stale = list(BudgetReservation.objects.select_for_update().filter(created_at__lt=before))
+        for held in stale:
+            BudgetCounter.objects.filter(key_id=held.key_id, month=held.month).update(
+                reserved=F("reserved") - held.tokens
+            )
+            released += 1
+        BudgetReservation.objects.filter(pk__in=[held.pk for held in stale]).delete()
+    return released
