@@ -1,8 +1,8 @@
 """The append action: add text to the end of a file under FILE_ACTIONS_ROOT, in two steps.
 
 `preview(user, path, content)` changes nothing: it checks the path and content, stores a
-pending FileChange and returns a unified diff and a single-use token. `confirm(user, token)`
-checks everything again, takes an exclusive lock on the file, checks that what was previewed
+pending FileChange and returns a unified diff and a single-use token. `apply(change)` (of a
+change found by `pending_by_token` or `pending_by_id`) checks everything again, takes an exclusive lock on the file, checks that what was previewed
 is still there, keeps a backup, appends, and fsyncs. `undo(user, change_id)` puts the file back
 as it was, if it has not changed since.
 
@@ -37,18 +37,25 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from ai_chat.actions.errors import ActionRefused
 from ai_chat.models import ChangeStatus, FileChange
 
 DRIVE = re.compile(r"^[A-Za-z]:")
 UNIT_SUFFIXES = (".service", ".socket", ".timer", ".mount", ".path", ".target")
 
 
-class FileRefused(Exception):
-    """Refused before anything was written; the message says why."""
+class FileRefused(ActionRefused):
+    """Refused before anything was written; the message says why (status 400)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 400)
 
 
-class FileConflict(Exception):
-    """The file changed since the preview (or since the change, for undo)."""
+class FileConflict(ActionRefused):
+    """The file changed since the preview (or since the change, for undo): status 409."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 409)
 
 
 def _root() -> str:
@@ -309,15 +316,11 @@ def apply(change: FileChange) -> FileChange:
     return change
 
 
-def confirm(user: Any, token: Any) -> FileChange:
-    return apply(pending_by_token(user, token))
-
-
 def undo(user: Any, change_id: int) -> FileChange:
     """Restore the file as it was before the change, if it has not changed since."""
     change = FileChange.objects.filter(pk=change_id, user=user).first()
     if change is None:
-        raise LookupError("No such change.")
+        raise ActionRefused("No such change.", 404)
     if change.status != ChangeStatus.APPLIED:
         raise FileRefused("Only an applied change can be undone.")
     parts = check_path(change.path)
