@@ -158,7 +158,15 @@ def _check_size(tree: ast.AST) -> None:
             conditions += 1
             if conditions > MAX_CONDITIONS:
                 raise QueryRefused(f"The query has more than {MAX_CONDITIONS} conditions.")
-        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+        for child in ast.iter_child_nodes(node):
+            # `a | b | c` parses as ((a | b) | c): a chain of one operator is one level (it is
+            # built flat), so a long OR of conditions is not "deep".
+            same_chain = (
+                isinstance(node, ast.BinOp)
+                and isinstance(child, ast.BinOp)
+                and type(child.op) is type(node.op)
+            )
+            stack.append((child, depth if same_chain else depth + 1))
 
 
 def _describe(node: ast.AST) -> str:
@@ -262,9 +270,15 @@ def _number(value: Any) -> Any:
 def _q(node: ast.AST) -> dict[str, Any]:
     """A Q expression: Q(field=value, ...) combined with &, | and ~."""
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr | ast.BitAnd):
+        # Walk the left-deep chain of one operator in a loop (it may be MAX_CONDITIONS long).
+        op, operands = type(node.op), []
+        while isinstance(node, ast.BinOp) and type(node.op) is op:
+            operands.append(node.right)
+            node = node.left
+        operands.append(node)
         return {
-            "op": "or" if isinstance(node.op, ast.BitOr) else "and",
-            "children": [_q(node.left), _q(node.right)],
+            "op": "or" if op is ast.BitOr else "and",
+            "children": [_q(operand) for operand in reversed(operands)],
         }
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Invert):
         return {"op": "not", "children": [_q(node.operand)]}
@@ -411,7 +425,16 @@ class Checker:
     def kwargs(self, kwargs: Any) -> dict[str, Any]:
         if not isinstance(kwargs, dict):
             raise QueryRefused("Keyword arguments must be an object.")
-        return {self.path(k, lookups=True): self.value(v) for k, v in kwargs.items()}
+        checked = {}
+        for key, value in kwargs.items():
+            path, value = self.path(key, lookups=True), self.value(value)
+            lookup = path.rsplit("__", 1)[-1]
+            if lookup == "in" and not isinstance(value, list):
+                raise QueryRefused(f"`{path}` takes a list, like [1, 2, 3].")
+            if lookup == "range" and not (isinstance(value, list) and len(value) == 2):
+                raise QueryRefused(f"`{path}` takes a list of two values: [low, high].")
+            checked[path] = value
+        return checked
 
     def q(self, spec: Any, depth: int = 0) -> Q:
         if depth > 20 or not isinstance(spec, dict):
