@@ -35,6 +35,8 @@ import math
 import re
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -668,6 +670,22 @@ def read_only_connection() -> Any:
     return connections[settings.ACTIONS_QUERY_DATABASE]
 
 
+@contextmanager
+def read_only_transaction() -> Iterator[Any]:
+    """A transaction on the read-only connection that is always rolled back and stopped at
+    ACTIONS_QUERY_TIMEOUT_MS; yields the connection. Raises DatabaseError from the body as is."""
+    connection = read_only_connection()
+    try:
+        with transaction.atomic(using=connection.alias):
+            with connection.cursor() as cursor:
+                _read_only(connection, cursor)
+            yield connection
+            transaction.set_rollback(True, using=connection.alias)
+    finally:
+        if connection.vendor == "sqlite" and connection.connection is not None:
+            connection.connection.set_progress_handler(None, 0)
+
+
 def _read_only(connection: Any, cursor: Any) -> None:
     """Make the current transaction read-only and bounded in time (belt and braces over the
     connection's own settings: the database refuses writes and stops the query at the limit)."""
@@ -701,28 +719,20 @@ def run(spec: Any, user: Any) -> Result:
     """Check, build and run `spec` on the read-only connection, in a transaction that is always
     rolled back; raise QueryRefused for anything not allowed, bad values, or a query the
     database refused or stopped at ACTIONS_QUERY_TIMEOUT_MS."""
-    connection = read_only_connection()
     try:
         built = build(spec, user)
     except BAD_VALUE_ERRORS as exc:
         raise _bad_value(exc) from None
-    built.queryset = built.queryset.using(connection.alias)
-    max_rows = settings.ACTIONS_QUERY_MAX_ROWS
+    built.queryset = built.queryset.using(settings.ACTIONS_QUERY_DATABASE)
     try:
-        with transaction.atomic(using=connection.alias):
-            with connection.cursor() as cursor:
-                _read_only(connection, cursor)
-            result = _evaluate(built, max_rows)
-            transaction.set_rollback(True, using=connection.alias)
+        with read_only_transaction():
+            result = _evaluate(built, settings.ACTIONS_QUERY_MAX_ROWS)
     except BAD_VALUE_ERRORS as exc:
         raise _bad_value(exc) from None
     except DatabaseError:
         raise QueryRefused(
             "The database refused or stopped the query (it may have taken too long)."
         ) from None
-    finally:
-        if connection.vendor == "sqlite" and connection.connection is not None:
-            connection.connection.set_progress_handler(None, 0)
     return _cap_size(result)
 
 
