@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import errno
 import fcntl
 import hashlib
 import os
@@ -147,7 +148,11 @@ def _open_parent(parts: list[str]) -> Iterator[int]:
 
 
 def _open_file(dir_fd: int, name: str, *, write: bool, create: bool) -> int | None:
+    """Open `name` in the directory `dir_fd`: never through a symlink, and only a regular file
+    with one link. O_NONBLOCK keeps a FIFO from hanging the open; the type and the link count
+    are checked on the opened descriptor (fstat), so nothing can be swapped in between."""
     flags = (os.O_RDWR | os.O_APPEND if write else os.O_RDONLY) | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags |= os.O_NONBLOCK
     if create:
         flags |= os.O_CREAT | os.O_EXCL
     try:
@@ -157,10 +162,17 @@ def _open_file(dir_fd: int, name: str, *, write: bool, create: bool) -> int | No
     except FileExistsError:
         raise
     except OSError as exc:
-        raise FileRefused(f"`{name}` is a symlink or cannot be opened: not allowed.") from exc
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        if exc.errno == errno.ELOOP:
+            raise FileRefused(f"`{name}` is a symlink: not allowed.") from None
+        raise FileRefused(f"`{name}` cannot be opened: not allowed.") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
         os.close(fd)
         raise FileRefused(f"`{name}` is not a regular file.")
+    if info.st_nlink != 1:
+        # A hard link inside the root can point at a file outside it.
+        os.close(fd)
+        raise FileRefused(f"`{name}` has other hard links: not allowed.")
     return fd
 
 
