@@ -38,6 +38,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from ai_chat.actions.checks import root_problem
 from ai_chat.actions.errors import ActionRefused
 from ai_chat.models import ChangeStatus, FileChange
 
@@ -60,9 +61,15 @@ class FileConflict(ActionRefused):
 
 
 def _root() -> str:
+    """The root, checked again on every use (the system check runs at start only)."""
     root = settings.FILE_ACTIONS_ROOT
     if not root:
         raise FileRefused("File actions are off: FILE_ACTIONS_ROOT is not set.")
+    problem = root_problem(root)
+    if problem is not None:
+        raise FileRefused(
+            f"File actions are off: FILE_ACTIONS_ROOT {problem}. An administrator must fix it."
+        )
     return str(root)
 
 
@@ -127,7 +134,10 @@ def check_content(content: Any) -> bytes:
 def _open_parent(parts: list[str]) -> Iterator[int]:
     """Yield a descriptor of the file's directory, walked from the root without following links."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(_root(), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = os.open(_root(), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        raise FileRefused("File actions are off: FILE_ACTIONS_ROOT cannot be opened.") from None
     try:
         for part in parts[:-1]:
             try:
