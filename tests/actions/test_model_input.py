@@ -94,3 +94,22 @@ def test_a_bad_stored_card_never_makes_the_page_500(operator, stored):
     Message.objects.create(conversation=conversation, role=Role.ASSISTANT, tool_calls=stored)
     response = signed_in(operator).get(f"/ai-chat/c/{conversation.pk}/")
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        ["not a card"],
+        [{"id": "call_1", "name": 5, "state": "exploded", "arguments": "x"}],
+    ],
+)
+async def test_a_bad_stored_card_never_breaks_the_next_turn(operator, fake, stored):
+    key = await sync_to_async(make_key)(operator, fake)
+    conversation = await Conversation.objects.acreate(owner=operator, title="old", key=key)
+    await Message.objects.acreate(conversation=conversation, role=Role.USER, content="hi")
+    await Message.objects.acreate(
+        conversation=conversation, role=Role.ASSISTANT, content="", tool_calls=stored
+    )
+    client = await client_for(operator)
+    _, events = await stream(client, message="again", conversation=conversation.pk)
+    assert events[-1][0] == "done", events[-1]
