@@ -120,6 +120,10 @@ def preview_card(user: Any, card: Card) -> Card:
             answer = preview_append(user, card.arguments)
         except ActionRefused as exc:
             card.state, card.error = CardState.REFUSED, exc.message
+        except Exception:
+            # Already audited and logged as failed. The card says so: the reply holding it must
+            # still be saved, and its stream must still end with `done`.
+            card.state, card.error = CardState.REFUSED, "The preview failed unexpectedly."
         else:
             card.diff, card.change = answer["preview"], answer["change"]
     elif card.name != QUERY_TOOL:

@@ -113,3 +113,25 @@ async def test_a_bad_stored_card_never_breaks_the_next_turn(operator, fake, stor
     client = await client_for(operator)
     _, events = await stream(client, message="again", conversation=conversation.pk)
     assert events[-1][0] == "done", events[-1]
+
+
+async def test_a_preview_that_crashes_still_ends_the_stream_with_a_refused_card(
+    operator, fake, tmp_path, settings, monkeypatch
+):
+    from ai_chat.actions import files
+    from ai_chat.models import ActionLog
+
+    settings.FILE_ACTIONS_ROOT = str(tmp_path)
+
+    def crash(*args, **kwargs):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(files, "preview", crash)
+    key = await sync_to_async(make_key)(operator, fake)
+    client = await client_for(operator)
+    _, events = await stream(client, message="[[tool:append]] go", key=key.pk)
+    assert events[-1][0] == "done", events[-1]
+    card = events[-1][1]["tool_calls"][0]
+    assert (card["state"], card["error"]) == ("refused", "The preview failed unexpectedly.")
+    log = await ActionLog.objects.aget()
+    assert (log.kind, log.outcome) == ("append", "error")
