@@ -22,7 +22,7 @@ from django.views.decorators.http import require_GET, require_POST
 from ai_chat import services
 from ai_chat.actions import service as actions
 from ai_chat.actions.errors import ActionRefused
-from ai_chat.models import Conversation, Message
+from ai_chat.models import ActionKind, Conversation, Message
 from api_manager.models import ProviderKey
 from core.http import AuthenticatedHttpRequest, InvalidBody, read_json_body
 from core.text import normalize_for_search
@@ -121,12 +121,13 @@ def decide(
     decision = request.POST.get("decision", "")
     try:
         if request.content_type == "application/json":
-            decision = read_json_body(request).get("decision", "")
+            try:
+                decision = read_json_body(request).get("decision", "")
+            except InvalidBody as exc:
+                actions.refuse_input(request.user, ActionKind.DECIDE, "", str(exc))
         card, settled = actions.decide_card(
             request.user, pk, message_id, call_id, decision=decision
         )
-    except InvalidBody as exc:
-        return JsonResponse({"error": str(exc)}, status=400)
     except ActionRefused as exc:
         return JsonResponse(exc.as_json(), status=exc.status)
     html = render_to_string(

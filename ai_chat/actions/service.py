@@ -141,7 +141,7 @@ def decide_card(
     Every decision is audited, under the card's action when the card is known."""
     logged = {"message": message_id, "call": call_id[:100], "decision": str(decision)[:20]}
     with audit.attempt(user, ActionKind.DECIDE, logged) as entry:
-        if decision not in {"approve", "reject"}:
+        if decision not in ("approve", "reject"):  # a tuple: `decision` may be any JSON
             raise ActionRefused(_("Say `approve` or `reject`."))
         approve = decision == "approve"
         reply, card = _claim(user, conversation_id, message_id, call_id, approve)

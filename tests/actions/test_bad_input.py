@@ -170,3 +170,17 @@ def test_deciding_a_refused_unknown_or_decided_card_is_audited(
     if status == 200:
         assert response.json()["card"]["state"] == "failed"
         assert Message.objects.filter(role=Role.TOOL, tool_call_id=call_id).count() == 1
+
+
+@pytest.mark.parametrize(
+    "body,message",
+    [(DEEP, "nested too deeply"), ('{"decision": {"a": 1}}', "approve"), ("[1]", "JSON object")],
+)
+def test_a_bad_decision_body_is_a_400_and_audited(operator_client, operator, reply, body, message):
+    url = f"/ai-chat/c/{reply.conversation_id}/m/{reply.pk}/actions/call_refused/"
+    response = operator_client.post(url, body, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert message in response.json()["error"]
+    log = ActionLog.objects.get()
+    assert (log.kind, log.outcome, log.user) == ("decide", "refused", operator)
+    assert Message.objects.get(pk=reply.pk).tool_calls[0]["state"] == "refused"
