@@ -7,6 +7,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from ai_chat.actions.cards import Card, cards_of
 from api_manager.models import ProviderKey, UsageRecord
 from core.markdown import render_markdown
 from core.text import normalize_for_search
@@ -92,6 +93,11 @@ class Message(models.Model):
     def __str__(self) -> str:
         return f"{self.role}: {self.content[:40]}"
 
+    @property
+    def cards(self) -> list[Card]:
+        """The approval cards of the tool calls, typed (a malformed one reads as failed)."""
+        return cards_of(self.tool_calls)
+
     def set_content(self, text: str) -> None:
         """Set the text and everything derived from it."""
         self.content = text
@@ -104,6 +110,8 @@ class ActionKind(models.TextChoices):
     APPEND = "append", _("append preview")
     CONFIRM = "confirm", _("append confirm")
     UNDO = "undo", _("undo")
+    # A decision on an approval card that matched no action (unknown card or message).
+    DECIDE = "decide", _("card decision")
 
 
 class ActionOutcome(models.TextChoices):

@@ -121,10 +121,9 @@ def build_history(messages: list[Message], budget_chars: int) -> list[dict[str, 
                 )
             continue
         close_open_calls()
-        if message.role == Role.ASSISTANT and message.tool_calls:
-            calls = [
-                ToolCall(c["id"], c["name"], c.get("arguments") or {}) for c in message.tool_calls
-            ]
+        cards = message.cards if message.role == Role.ASSISTANT else []
+        if cards:
+            calls = [ToolCall(card.id, card.name, card.arguments) for card in cards]
             history.append({"role": "assistant", "content": message.content, "tool_calls": calls})
             open_calls.extend(c.id for c in calls)
         elif history and history[-1]["role"] == message.role and "tool_calls" not in history[-1]:

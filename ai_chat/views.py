@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.conf import settings
@@ -21,10 +20,11 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from ai_chat import services
-from ai_chat.actions import tools
-from ai_chat.models import Conversation, Message, Role
+from ai_chat.actions import service as actions
+from ai_chat.actions.errors import ActionRefused
+from ai_chat.models import ActionKind, Conversation, Message
 from api_manager.models import ProviderKey
-from core.http import AuthenticatedHttpRequest
+from core.http import AuthenticatedHttpRequest, InvalidBody, read_json_body
 from core.text import normalize_for_search
 
 CONVERSATION_LIST_SIZE = 100
@@ -118,29 +118,24 @@ def decide(
     request: AuthenticatedHttpRequest, pk: int, message_id: int, call_id: str
 ) -> HttpResponse:
     """Approve (run) or reject one action the assistant proposed; answers the new card."""
-    conversation = _get_conversation_for_user(request, pk)
-    reply = Message.objects.filter(
-        pk=message_id, conversation=conversation, role=Role.ASSISTANT
-    ).first()
-    if reply is None:
-        raise Http404("No such message")
     decision = request.POST.get("decision", "")
-    if request.content_type == "application/json":
-        try:
-            decision = json.loads(request.body or b"{}").get("decision", "")
-        except (ValueError, AttributeError):
-            decision = ""
-    if decision not in {"approve", "reject"}:
-        return JsonResponse({"error": _("Say `approve` or `reject`.")}, status=400)
     try:
-        card, settled = tools.decide(request.user, reply, call_id, decision == "approve")
-    except tools.DecisionRefused as exc:
-        return JsonResponse({"error": exc.message}, status=exc.status)
-    reply.refresh_from_db(fields=["tool_calls"])
+        if request.content_type == "application/json":
+            try:
+                decision = read_json_body(request).get("decision", "")
+            except InvalidBody as exc:
+                actions.refuse_input(request.user, ActionKind.DECIDE, "", str(exc))
+        card, settled = actions.decide_card(
+            request.user, pk, message_id, call_id, decision=decision
+        )
+    except ActionRefused as exc:
+        return JsonResponse(exc.as_json(), status=exc.status)
     html = render_to_string(
-        "ai_chat/tool_card.html", {"card": card, "message": reply}, request=request
+        "ai_chat/tool_card.html",
+        {"card": card, "message": {"conversation_id": pk, "id": message_id}},
+        request=request,
     )
-    return JsonResponse({"card": card, "html": html, "continue": settled})
+    return JsonResponse({"card": card.as_json(), "html": html, "continue": settled})
 
 
 def _stream_input(request: AuthenticatedHttpRequest) -> dict[str, Any] | str:
@@ -148,12 +143,9 @@ def _stream_input(request: AuthenticatedHttpRequest) -> dict[str, Any] | str:
     if request.content_type != "application/json":
         return request.POST.dict()
     try:
-        data = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        return _("The request body is not valid JSON.")
-    if not isinstance(data, dict):
-        return _("The request body must be a JSON object.")
-    return data
+        return read_json_body(request)
+    except InvalidBody as exc:
+        return str(exc)
 
 
 @require_POST

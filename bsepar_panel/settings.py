@@ -155,6 +155,27 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         }
     )
 
+# The query action reads through a connection of its own that cannot write (issue #8.3): on
+# SQLite a read-only file connection (mode=ro + query_only) that never takes the writers'
+# lock, on PostgreSQL a session whose transactions are read-only and stopped at
+# ACTIONS_QUERY_TIMEOUT_MS. In tests it mirrors the default alias, so it reads the test database.
+ACTIONS_QUERY_DATABASE = "readonly"
+ACTIONS_QUERY_TIMEOUT_MS = env.int("ACTIONS_QUERY_TIMEOUT_MS", default=5000)
+DATABASES[ACTIONS_QUERY_DATABASE] = {
+    **DATABASES["default"],
+    "OPTIONS": dict(DATABASES["default"].get("OPTIONS", {})),
+    "TEST": {"MIRROR": "default"},
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES[ACTIONS_QUERY_DATABASE]["OPTIONS"]["options"] = (
+        f"-c default_transaction_read_only=on -c statement_timeout={ACTIONS_QUERY_TIMEOUT_MS}"
+    )
+else:
+    DATABASES[ACTIONS_QUERY_DATABASE].update(
+        ENGINE="ai_chat.actions.readonly_sqlite",
+        OPTIONS={"timeout": 5},
+    )
+
 # Threads per worker process for the database work of async requests (chat turns, loading
 # the user): core/db.py. Each holds at most one connection while it works.
 DATABASE_THREADS = env.int("DATABASE_THREADS", default=4)
@@ -352,7 +373,6 @@ ACTIONS_QUERY_MODELS = {
 ACTIONS_QUERY_MAX_ROWS = env.int("ACTIONS_QUERY_MAX_ROWS", default=500)
 ACTIONS_QUERY_MAX_OFFSET = env.int("ACTIONS_QUERY_MAX_OFFSET", default=10_000)
 ACTIONS_QUERY_MAX_BYTES = env.int("ACTIONS_QUERY_MAX_BYTES", default=1_000_000)
-ACTIONS_QUERY_TIMEOUT_MS = env.int("ACTIONS_QUERY_TIMEOUT_MS", default=5000)
 FILE_ACTIONS_EXTENSIONS = env.list(
     "FILE_ACTIONS_EXTENSIONS",
     default=[

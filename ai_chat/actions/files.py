@@ -1,8 +1,8 @@
 """The append action: add text to the end of a file under FILE_ACTIONS_ROOT, in two steps.
 
 `preview(user, path, content)` changes nothing: it checks the path and content, stores a
-pending FileChange and returns a unified diff and a single-use token. `confirm(user, token)`
-checks everything again, takes an exclusive lock on the file, checks that what was previewed
+pending FileChange and returns a unified diff and a single-use token. `apply(change)` (of a
+change found by `pending_by_token` or `pending_by_id`) checks everything again, takes an exclusive lock on the file, checks that what was previewed
 is still there, keeps a backup, appends, and fsyncs. `undo(user, change_id)` puts the file back
 as it was, if it has not changed since.
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import errno
 import fcntl
 import hashlib
 import os
@@ -37,24 +38,38 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from ai_chat.actions.checks import root_problem
+from ai_chat.actions.errors import ActionRefused
 from ai_chat.models import ChangeStatus, FileChange
 
 DRIVE = re.compile(r"^[A-Za-z]:")
 UNIT_SUFFIXES = (".service", ".socket", ".timer", ".mount", ".path", ".target")
 
 
-class FileRefused(Exception):
-    """Refused before anything was written; the message says why."""
+class FileRefused(ActionRefused):
+    """Refused before anything was written; the message says why (status 400)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 400)
 
 
-class FileConflict(Exception):
-    """The file changed since the preview (or since the change, for undo)."""
+class FileConflict(ActionRefused):
+    """The file changed since the preview (or since the change, for undo): status 409."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 409)
 
 
 def _root() -> str:
+    """The root, checked again on every use (the system check runs at start only)."""
     root = settings.FILE_ACTIONS_ROOT
     if not root:
         raise FileRefused("File actions are off: FILE_ACTIONS_ROOT is not set.")
+    problem = root_problem(root)
+    if problem is not None:
+        raise FileRefused(
+            f"File actions are off: FILE_ACTIONS_ROOT {problem}. An administrator must fix it."
+        )
     return str(root)
 
 
@@ -119,7 +134,10 @@ def check_content(content: Any) -> bytes:
 def _open_parent(parts: list[str]) -> Iterator[int]:
     """Yield a descriptor of the file's directory, walked from the root without following links."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(_root(), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = os.open(_root(), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        raise FileRefused("File actions are off: FILE_ACTIONS_ROOT cannot be opened.") from None
     try:
         for part in parts[:-1]:
             try:
@@ -140,7 +158,11 @@ def _open_parent(parts: list[str]) -> Iterator[int]:
 
 
 def _open_file(dir_fd: int, name: str, *, write: bool, create: bool) -> int | None:
+    """Open `name` in the directory `dir_fd`: never through a symlink, and only a regular file
+    with one link. O_NONBLOCK keeps a FIFO from hanging the open; the type and the link count
+    are checked on the opened descriptor (fstat), so nothing can be swapped in between."""
     flags = (os.O_RDWR | os.O_APPEND if write else os.O_RDONLY) | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags |= os.O_NONBLOCK
     if create:
         flags |= os.O_CREAT | os.O_EXCL
     try:
@@ -150,10 +172,17 @@ def _open_file(dir_fd: int, name: str, *, write: bool, create: bool) -> int | No
     except FileExistsError:
         raise
     except OSError as exc:
-        raise FileRefused(f"`{name}` is a symlink or cannot be opened: not allowed.") from exc
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        if exc.errno == errno.ELOOP:
+            raise FileRefused(f"`{name}` is a symlink: not allowed.") from None
+        raise FileRefused(f"`{name}` cannot be opened: not allowed.") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
         os.close(fd)
         raise FileRefused(f"`{name}` is not a regular file.")
+    if info.st_nlink != 1:
+        # A hard link inside the root can point at a file outside it.
+        os.close(fd)
+        raise FileRefused(f"`{name}` has other hard links: not allowed.")
     return fd
 
 
@@ -309,15 +338,11 @@ def apply(change: FileChange) -> FileChange:
     return change
 
 
-def confirm(user: Any, token: Any) -> FileChange:
-    return apply(pending_by_token(user, token))
-
-
 def undo(user: Any, change_id: int) -> FileChange:
     """Restore the file as it was before the change, if it has not changed since."""
     change = FileChange.objects.filter(pk=change_id, user=user).first()
     if change is None:
-        raise LookupError("No such change.")
+        raise ActionRefused("No such change.", 404)
     if change.status != ChangeStatus.APPLIED:
         raise FileRefused("Only an applied change can be undone.")
     parts = check_path(change.path)

@@ -7,10 +7,14 @@
 
 into a *spec* (plain JSON-able data) with Python's `ast` module; nothing in the code is ever
 executed. `build(spec, user)` checks every part of a spec against the allow-lists
-(settings.ACTIONS_QUERY_MODELS) and builds the queryset; `run(spec, user)` executes it in a
-read-only, rolled-back transaction and returns columns and rows. A JSON spec sent by a client
-goes through the same `build`. Anything outside the grammar raises QueryRefused with a message
-saying what is not allowed.
+(settings.ACTIONS_QUERY_MODELS) and builds the queryset; `run(spec, user)` executes it on the
+read-only database alias (settings.ACTIONS_QUERY_DATABASE) in a rolled-back transaction and
+returns columns and rows. The spec is internal: clients only ever send `code`. Anything outside
+the grammar, or values the fields cannot take, raise QueryRefused (an ActionRefused, status 400)
+with a message saying what is not allowed.
+
+The code is bounded before it is walked: 4,000 characters, MAX_DEPTH levels of nesting (the
+walk is recursive) and MAX_CONDITIONS field conditions in all.
 
 The grammar:
     <Model>.objects[.all()] { .method(args) } [ [start:stop] ]
@@ -27,17 +31,22 @@ import ast
 import datetime as dt
 import decimal
 import json
+import math
 import re
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from django.apps import apps
 from django.conf import settings
-from django.core.exceptions import FieldDoesNotExist
-from django.db import connection, models, transaction
+from django.core.exceptions import FieldDoesNotExist, FieldError, ValidationError
+from django.db import DatabaseError, connections, models, transaction
 from django.db.models import Avg, Count, F, Max, Min, Q, Sum
+
+from ai_chat.actions.errors import ActionRefused
 
 QUERYSET_METHODS = {
     "all",
@@ -75,10 +84,17 @@ IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 MAX_CODE_CHARS = 4000
 MAX_STEPS = 20
 MAX_LIST_ITEMS = 1000
+MAX_DEPTH = 32
+MAX_CONDITIONS = 200
+# Integers the databases store (64-bit); a larger literal would fail at the driver.
+MAX_INT = 2**63 - 1
 
 
-class QueryRefused(Exception):
-    """The query is not allowed; the message says why and is safe to show."""
+class QueryRefused(ActionRefused):
+    """The query is not allowed; the message says why and is safe to show (status 400)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 400)
 
 
 # -- parsing: code → spec ---------------------------------------------------------------------
@@ -91,9 +107,17 @@ def parse(code: str) -> dict[str, Any]:
     if len(code) > MAX_CODE_CHARS:
         raise QueryRefused(f"The query is longer than {MAX_CODE_CHARS} characters.")
     try:
+        code.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (JSON allows "\\ud800"): Python's parser cannot even read it.
+        raise QueryRefused("The query contains characters that are not valid text.") from None
+    try:
         tree = ast.parse(code.strip(), mode="eval")
     except SyntaxError as exc:
         raise QueryRefused(f"The query is not valid Python: {exc.msg}.") from None
+    except (RecursionError, MemoryError):
+        raise QueryRefused(f"The query is nested more than {MAX_DEPTH} levels deep.") from None
+    _check_size(tree)
     node = tree.body
     spec: dict[str, Any] = {"steps": []}
     if isinstance(node, ast.Subscript):
@@ -121,6 +145,30 @@ def parse(code: str) -> dict[str, Any]:
     spec["model"] = node.value.id
     spec["steps"] = list(reversed(steps))
     return spec
+
+
+def _check_size(tree: ast.AST) -> None:
+    """Refuse deep nesting and too many conditions before the recursive walk (iteratively, so
+    the check itself cannot overflow the stack)."""
+    stack: list[tuple[ast.AST, int]] = [(tree, 0)]
+    conditions = 0
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise QueryRefused(f"The query is nested more than {MAX_DEPTH} levels deep.")
+        if isinstance(node, ast.keyword):
+            conditions += 1
+            if conditions > MAX_CONDITIONS:
+                raise QueryRefused(f"The query has more than {MAX_CONDITIONS} conditions.")
+        for child in ast.iter_child_nodes(node):
+            # `a | b | c` parses as ((a | b) | c): a chain of one operator is one level (it is
+            # built flat), so a long OR of conditions is not "deep".
+            same_chain = (
+                isinstance(node, ast.BinOp)
+                and isinstance(child, ast.BinOp)
+                and type(child.op) is type(node.op)
+            )
+            stack.append((child, depth if same_chain else depth + 1))
 
 
 def _describe(node: ast.AST) -> str:
@@ -183,14 +231,14 @@ def _value(node: ast.AST) -> Any:
     if isinstance(node, ast.Constant) and (
         node.value is None or isinstance(node.value, str | int | float | bool)
     ):
-        return node.value
+        return _number(node.value)
     if (
         isinstance(node, ast.UnaryOp)
         and isinstance(node.op, ast.USub)
         and isinstance(node.operand, ast.Constant)
         and type(node.operand.value) in (int, float)
     ):
-        return -node.operand.value
+        return _number(-node.operand.value)
     if isinstance(node, ast.List | ast.Tuple):
         if len(node.elts) > MAX_LIST_ITEMS:
             raise QueryRefused(f"A list may hold at most {MAX_LIST_ITEMS} values.")
@@ -212,12 +260,27 @@ def _value(node: ast.AST) -> Any:
     )
 
 
+def _number(value: Any) -> Any:
+    """Refuse numbers no column holds: 1e999 is infinity, 10**30 overflows 64 bits."""
+    if type(value) is float and not math.isfinite(value):
+        raise QueryRefused(f"The number {value} is not allowed (it is not finite).")
+    if type(value) is int and abs(value) > MAX_INT:
+        raise QueryRefused("That number is too large for the database.")
+    return value
+
+
 def _q(node: ast.AST) -> dict[str, Any]:
     """A Q expression: Q(field=value, ...) combined with &, | and ~."""
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr | ast.BitAnd):
+        # Walk the left-deep chain of one operator in a loop (it may be MAX_CONDITIONS long).
+        op, operands = type(node.op), []
+        while isinstance(node, ast.BinOp) and type(node.op) is op:
+            operands.append(node.right)
+            node = node.left
+        operands.append(node)
         return {
-            "op": "or" if isinstance(node.op, ast.BitOr) else "and",
-            "children": [_q(node.left), _q(node.right)],
+            "op": "or" if op is ast.BitOr else "and",
+            "children": [_q(operand) for operand in reversed(operands)],
         }
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Invert):
         return {"op": "not", "children": [_q(node.operand)]}
@@ -331,6 +394,11 @@ class Checker:
                 if related is None:
                     raise QueryRefused(f"Following `{part}` from {current.name} is not allowed.")
                 current = related
+            elif index < len(parts) - 1:
+                # `username__id`: a plain field has no fields of its own, only lookups.
+                if lookups and self._is_lookup_tail(parts[index + 1 :]):
+                    return path
+                raise QueryRefused(f"`{path}` is not allowed: `{part}` is not a relation.")
         return path
 
     @staticmethod
@@ -359,7 +427,16 @@ class Checker:
     def kwargs(self, kwargs: Any) -> dict[str, Any]:
         if not isinstance(kwargs, dict):
             raise QueryRefused("Keyword arguments must be an object.")
-        return {self.path(k, lookups=True): self.value(v) for k, v in kwargs.items()}
+        checked = {}
+        for key, value in kwargs.items():
+            path, value = self.path(key, lookups=True), self.value(value)
+            lookup = path.rsplit("__", 1)[-1]
+            if lookup == "in" and not isinstance(value, list):
+                raise QueryRefused(f"`{path}` takes a list, like [1, 2, 3].")
+            if lookup == "range" and not (isinstance(value, list) and len(value) == 2):
+                raise QueryRefused(f"`{path}` takes a list of two values: [low, high].")
+            checked[path] = value
+        return checked
 
     def q(self, spec: Any, depth: int = 0) -> Q:
         if depth > 20 or not isinstance(spec, dict):
@@ -372,15 +449,14 @@ class Checker:
         built = [self.q(c, depth + 1) for c in children]
         if op == "not":
             return ~built[0]
-        result = built[0]
-        for other in built[1:]:
-            result = result | other if op == "or" else result & other
-        return result
+        # One node holding every child: combining them pairwise (a | b | c ...) copies the
+        # children at each step, quadratic in their number.
+        return Q(*built, _connector=Q.OR if op == "or" else Q.AND)
 
     def aggregate(self, alias: str, spec: Any) -> Any:
         if not isinstance(alias, str) or not IDENTIFIER.match(alias) or DENYLIST.search(alias):
             raise QueryRefused(f"`{alias}` is not allowed as a name.")
-        if alias in self.root.fields:
+        if alias in self.root.fields or alias in _model_names(self.root.model):
             raise QueryRefused(f"`{alias}` is already a field name; choose another.")
         if not isinstance(spec, dict) or spec.get("agg") not in AGGREGATES:
             raise QueryRefused("annotate and aggregate take Count, Sum, Avg, Min or Max.")
@@ -512,6 +588,16 @@ def build(spec: Any, user: Any) -> Built:
     return Built(queryset, terminal, terminal_arg, shape, columns, start, stop)
 
 
+def _model_names(model: type[models.Model]) -> set[str]:
+    """Every name the model answers to (fields, their columns' attnames, reverse relations)."""
+    names = set()
+    for field in model._meta.get_fields():
+        names.add(field.name)
+        if getattr(field, "attname", None):
+            names.add(field.attname)
+    return names
+
+
 def _is_plain_field(model: type[models.Model], name: str) -> bool:
     try:
         field = model._meta.get_field(name)
@@ -578,47 +664,75 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def read_only(cursor: Any) -> None:
-    """Make the current transaction read-only (the database refuses writes from here on)."""
+def read_only_connection() -> Any:
+    """The connection queries run on: the read-only alias, opened read-only by its settings
+    (SQLite `mode=ro` + `query_only`, PostgreSQL `default_transaction_read_only`)."""
+    return connections[settings.ACTIONS_QUERY_DATABASE]
+
+
+@contextmanager
+def read_only_transaction() -> Iterator[Any]:
+    """A transaction on the read-only connection that is always rolled back and stopped at
+    ACTIONS_QUERY_TIMEOUT_MS; yields the connection. Raises DatabaseError from the body as is."""
+    connection = read_only_connection()
+    try:
+        with transaction.atomic(using=connection.alias):
+            with connection.cursor() as cursor:
+                _read_only(connection, cursor)
+            yield connection
+            transaction.set_rollback(True, using=connection.alias)
+    finally:
+        if connection.vendor == "sqlite" and connection.connection is not None:
+            connection.connection.set_progress_handler(None, 0)
+
+
+def _read_only(connection: Any, cursor: Any) -> None:
+    """Make the current transaction read-only and bounded in time (belt and braces over the
+    connection's own settings: the database refuses writes and stops the query at the limit)."""
     if connection.vendor == "postgresql":
         cursor.execute("SET TRANSACTION READ ONLY")
         cursor.execute("SET LOCAL statement_timeout = %s", [int(settings.ACTIONS_QUERY_TIMEOUT_MS)])
     elif connection.vendor == "sqlite":
         cursor.execute("PRAGMA query_only = ON")
-        _sqlite_deadline()
+        # SQLite has no statement timeout: a progress handler aborts the statement instead
+        # (the statement fails with OperationalError "interrupted").
+        deadline = time.monotonic() + settings.ACTIONS_QUERY_TIMEOUT_MS / 1000
+        connection.connection.set_progress_handler(
+            lambda: 1 if time.monotonic() > deadline else 0, 10_000
+        )
     else:  # pragma: no cover - the panel supports SQLite and PostgreSQL
         raise QueryRefused("Queries need SQLite or PostgreSQL.")
 
 
-def _end_read_only(cursor: Any) -> None:
-    if connection.vendor == "sqlite":
-        cursor.execute("PRAGMA query_only = OFF")
-        connection.connection.set_progress_handler(None, 0)
+# What Django raises while building or running a queryset from values a field cannot take:
+# `filter(id="abc")` (ValueError), `created_at__gt="notadate"` (ValidationError),
+# `id__in=5` (TypeError), a name clash (ValueError, FieldError). They are the query's fault.
+BAD_VALUE_ERRORS = (ValueError, TypeError, ValidationError, FieldError, OverflowError)
 
 
-def _sqlite_deadline() -> None:
-    """SQLite has no statement timeout: abort the query from a progress handler instead."""
-    deadline = time.monotonic() + settings.ACTIONS_QUERY_TIMEOUT_MS / 1000
-    connection.connection.set_progress_handler(
-        lambda: 1 if time.monotonic() > deadline else 0, 10_000
-    )
+def _bad_value(exc: BaseException) -> QueryRefused:
+    detail = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+    return QueryRefused(f"The query cannot run: {detail[:300]}")
 
 
 def run(spec: Any, user: Any) -> Result:
-    """Check, build and run `spec` read-only; the transaction is always rolled back."""
-    built = build(spec, user)
-    max_rows = settings.ACTIONS_QUERY_MAX_ROWS
+    """Check, build and run `spec` on the read-only connection, in a transaction that is always
+    rolled back; raise QueryRefused for anything not allowed, bad values, or a query the
+    database refused or stopped at ACTIONS_QUERY_TIMEOUT_MS."""
     try:
-        with transaction.atomic():
-            with connection.cursor() as cursor:
-                read_only(cursor)
-            result = _evaluate(built, max_rows)
-            transaction.set_rollback(True)
-    finally:
-        # SQLite's query_only outlives the transaction: switch it off again (PostgreSQL's
-        # read-only mode ended with the rolled-back transaction or savepoint).
-        with connection.cursor() as cursor:
-            _end_read_only(cursor)
+        built = build(spec, user)
+    except BAD_VALUE_ERRORS as exc:
+        raise _bad_value(exc) from None
+    built.queryset = built.queryset.using(settings.ACTIONS_QUERY_DATABASE)
+    try:
+        with read_only_transaction():
+            result = _evaluate(built, settings.ACTIONS_QUERY_MAX_ROWS)
+    except BAD_VALUE_ERRORS as exc:
+        raise _bad_value(exc) from None
+    except DatabaseError:
+        raise QueryRefused(
+            "The database refused or stopped the query (it may have taken too long)."
+        ) from None
     return _cap_size(result)
 
 
@@ -672,14 +786,6 @@ def _cap_size(result: Result) -> Result:
     return Result(result.columns, rows, True)
 
 
-def execute(payload: dict[str, Any], user: Any) -> tuple[dict[str, Any], Result]:
-    """Run a request body (`{"code": ...}` or `{"spec": ...}`); return (spec, result)."""
-    if "code" in payload and "spec" in payload:
-        raise QueryRefused("Send either `code` or `spec`, not both.")
-    if "code" in payload:
-        spec = parse(payload["code"])
-    elif "spec" in payload:
-        spec = payload["spec"]
-    else:
-        raise QueryRefused("Send the query as `code` (Django ORM code) or `spec`.")
-    return spec, run(spec, user)
+def execute(code: Any, user: Any) -> Result:
+    """Parse and run `code` for `user`; raise QueryRefused when it is not allowed."""
+    return run(parse(code), user)

@@ -2,31 +2,23 @@
 
 A tool call never runs by itself. When a reply ends with tool calls, `cards_for` turns each one
 into an approval card stored on the reply (for an append, the preview — which changes nothing —
-is made at once so the card can show the diff). `decide` runs or rejects one card when the user
-says so, through the same checked and audited code as the action endpoints, and stores the
-result as a `tool` message that the next turn sends back to the model.
+is made at once so the card can show the diff). The action service's `decide_card` runs or
+rejects one card when the user says so.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import time
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
 
-from ai_chat.actions import audit, files
-from ai_chat.actions import views as actions
-from ai_chat.models import ActionKind, ActionOutcome, ChangeStatus, FileChange, Message, Role
+from ai_chat.actions import service
+from ai_chat.actions.audit import storable
+from ai_chat.actions.cards import APPEND_TOOL, CALL_ID, QUERY_TOOL, Card, CardState
 from api_manager.providers import ToolCall, ToolSpec
-
-QUERY_TOOL = "run_query"
-APPEND_TOOL = "append_to_file"
-RESULT_ROWS_FOR_MODEL = 100
-RESULT_ROWS_FOR_CARD = 50
-
 
 OFFER_CACHE_SECONDS = 60
 
@@ -87,126 +79,63 @@ def tools_for(user: Any) -> list[ToolSpec]:
     return tools
 
 
-def cards_for(user: Any, calls: list[ToolCall]) -> list[dict[str, Any]]:
-    """Approval cards for a reply's tool calls (nothing is run)."""
-    cards = []
-    for call in calls:
-        card: dict[str, Any] = {
-            "id": call.id,
-            "name": call.name,
-            "arguments": call.arguments,
-            "state": "pending",
-        }
-        if call.name == APPEND_TOOL:
-            status, answer = actions.append_preview(
-                user, call.arguments if isinstance(call.arguments, dict) else {}
-            )
-            if status == 200:
-                card.update({"diff": answer["preview"], "change": answer["change"]})
+# What a model sends is untrusted input: ids go into URLs and a CharField(100), names and
+# arguments into JSON columns (PostgreSQL's jsonb refuses NUL and lone surrogates).
+MAX_NAME_CHARS = 64
+MAX_ARGUMENTS_CHARS = 200_000
+
+
+def _clean(value: Any, depth: int = 0) -> Any:
+    """`value` with every string storable; ValueError if it is nested deeper than 20 levels."""
+    if depth > 20:
+        raise ValueError("nested too deeply")
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, dict):
+        return {storable(str(k)): _clean(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v, depth + 1) for v in value]
+    return value
+
+
+def normalise_calls(calls: list[ToolCall]) -> list[tuple[ToolCall, str]]:
+    """Each call made safe to store and to put in a URL, with the reason to refuse it ("" if
+    none). An id that is not CALL_ID-shaped (a `/`, too long, a repeat) is replaced by a stable
+    one derived from it; the same id then goes back to the model with the call's result."""
+    result: list[tuple[ToolCall, str]] = []
+    seen: set[str] = set()
+    for index, call in enumerate(calls):
+        call_id = call.id if isinstance(call.id, str) else ""
+        if not CALL_ID.match(call_id) or call_id in seen:
+            digest = hashlib.sha256(f"{index}:{call_id}".encode("utf-8", "replace")).hexdigest()
+            call_id = f"call_{digest[:24]}"
+        seen.add(call_id)
+        name = storable(str(call.name or ""))[:MAX_NAME_CHARS]
+        arguments, problem = call.arguments, ""
+        if not isinstance(arguments, dict) or set(arguments) == {"_raw"}:
+            arguments, problem = {}, "The tool call's arguments are not a JSON object."
+        else:
+            try:
+                arguments = _clean(arguments)
+                size = len(json.dumps(arguments))
+            except (ValueError, TypeError, RecursionError):
+                arguments, problem = {}, "The tool call's arguments are not valid."
             else:
-                card.update({"state": "refused", "error": answer["error"]})
-        elif call.name != QUERY_TOOL:
-            card.update({"state": "refused", "error": f"Unknown tool {call.name!r}."})
-        cards.append(card)
+                if size > MAX_ARGUMENTS_CHARS:
+                    arguments, problem = {}, "The tool call's arguments are too large."
+        result.append((ToolCall(call_id, name, arguments), problem))
+    return result
+
+
+def cards_for(user: Any, calls: list[ToolCall]) -> list[dict[str, Any]]:
+    """Approval cards (as stored on the reply) for a reply's tool calls; nothing is run. An
+    append is previewed at once (which changes no file) so its card can show the diff."""
+    cards = []
+    for call, problem in normalise_calls(calls):
+        card = Card(call.id, call.name, call.arguments)
+        if problem:
+            card.state, card.error = CardState.REFUSED, problem
+        else:
+            card = service.preview_card(user, card)
+        cards.append(card.as_json())
     return cards
-
-
-class DecisionRefused(Exception):
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-
-
-def decide(user: Any, reply: Message, call_id: str, approve: bool) -> tuple[dict[str, Any], bool]:
-    """Run or reject one pending card of `reply`; return (the card, whether all are settled)."""
-    with transaction.atomic():
-        reply = Message.objects.select_for_update().get(pk=reply.pk)
-        cards = list(reply.tool_calls or [])
-        card = next((c for c in cards if c.get("id") == call_id), None)
-        if card is None:
-            raise DecisionRefused("No such action in this message.", status=404)
-        if card["state"] not in {"pending", "refused"}:
-            raise DecisionRefused("This action has already been decided.", status=409)
-        for_model = _settle(user, card, approve)
-        Message.objects.create(
-            conversation_id=reply.conversation_id,
-            role=Role.TOOL,
-            tool_call_id=call_id,
-            content=for_model,
-        )
-        reply.tool_calls = cards
-        reply.save(update_fields=["tool_calls"])
-    settled = all(c["state"] not in {"pending", "refused"} for c in cards)
-    return card, settled
-
-
-def _settle(user: Any, card: dict[str, Any], approve: bool) -> str:
-    """Update `card` in place; return the text sent back to the model."""
-    arguments = card.get("arguments") if isinstance(card.get("arguments"), dict) else {}
-    if not approve or card["state"] == "refused":
-        if card.get("change"):
-            FileChange.objects.filter(
-                pk=card["change"], user=user, status=ChangeStatus.PENDING
-            ).update(status=ChangeStatus.REJECTED)
-        if card["state"] == "refused":
-            card["state"] = "failed"
-            return json.dumps({"error": card.get("error", "The action was refused.")})
-        card["state"] = "rejected"
-        started = time.monotonic()
-        kind = ActionKind.QUERY if card["name"] == QUERY_TOOL else ActionKind.CONFIRM
-        audit.record(
-            user,
-            kind,
-            arguments,
-            ActionOutcome.REFUSED,
-            started=started,
-            error="rejected by the user",
-        )
-        return json.dumps({"error": "The user rejected this action. Do not retry it unless asked."})
-    if card["name"] == QUERY_TOOL:
-        status, answer = actions.run_query(user, {"code": arguments.get("code")})
-        if status != 200:
-            card.update({"state": "failed", "error": answer["error"]})
-            return json.dumps({"error": answer["error"]})
-        card.update(
-            {
-                "state": "done",
-                "result": {
-                    "columns": answer["columns"],
-                    "rows": answer["rows"][:RESULT_ROWS_FOR_CARD],
-                    "count": answer["count"],
-                    "truncated": answer["truncated"] or answer["count"] > RESULT_ROWS_FOR_CARD,
-                },
-            }
-        )
-        for_model = dict(answer, rows=answer["rows"][:RESULT_ROWS_FOR_MODEL])
-        return json.dumps(for_model, ensure_ascii=False, default=str)
-    change = FileChange.objects.filter(pk=card.get("change"), user=user).first()
-    if change is None:
-        card.update({"state": "failed", "error": "The previewed change is gone."})
-        return json.dumps({"error": card["error"]})
-    if not user.has_perm("ai_chat.write_files"):
-        audit.record(
-            user,
-            ActionKind.CONFIRM,
-            {"change": change.pk},
-            ActionOutcome.FORBIDDEN,
-            started=time.monotonic(),
-            error="no permission",
-        )
-        card.update({"state": "failed", "error": "You do not have permission to change files."})
-        return json.dumps({"error": card["error"]})
-    try:
-        change = files.pending_by_id(user, change.pk)
-    except files.FileRefused as exc:
-        card.update({"state": "failed", "error": str(exc)})
-        return json.dumps({"error": str(exc)})
-    status, answer = actions.apply_change(user, change, {"change": change.pk}, time.monotonic())
-    if status != 200:
-        card.update({"state": "failed", "error": answer["error"]})
-        return json.dumps({"error": answer["error"]})
-    card.update({"state": "applied", "change": answer["change"]})
-    return json.dumps(
-        {"ok": True, "applied_to": change.path, "bytes": len(change.content.encode())}
-    )

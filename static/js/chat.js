@@ -292,17 +292,19 @@
       }
     } else if (button.dataset.undoUrl) {
       button.disabled = true;
-      const response = await fetch(button.dataset.undoUrl, {
-        method: "POST", credentials: "same-origin",
-        headers: { "X-CSRFToken": window.panelCsrfToken(), "Content-Type": "application/json" },
-        body: "{}",
-      });
-      const data = await response.json();
-      if (response.ok) {
+      try {
+        const response = await fetch(button.dataset.undoUrl, {
+          method: "POST", credentials: "same-origin",
+          headers: { "X-CSRFToken": window.panelCsrfToken(), "Content-Type": "application/json" },
+          body: "{}",
+        });
+        const data = await response.json();
+        if (!response.ok) throw new Error(data.error || String(response.status));
         button.replaceWith(element("span", "muted small", strings.undone));
-      } else {
+      } catch (err) {
+        // A refusal or a network error: the button comes back so the user can try again.
         button.disabled = false;
-        status.textContent = data.error;
+        status.textContent = err.message;
         status.classList.add("error");
       }
     }

@@ -11,7 +11,7 @@ from ai_chat.models import ActionLog, Conversation, FileChange, Message, Role
 from tests.ai_chat.helpers import client_for, stream
 from tests.conftest import make_key, signed_in, user_with_permissions
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "readonly"])
 PROVIDERS = ["openai", "anthropic"]
 
 
@@ -147,7 +147,11 @@ async def test_bob_cannot_decide_on_alices_card(operator, bob, fake, workspace):
     url = f"/ai-chat/c/{events[0][1]['conversation']}/m/{events[-1][1]['message']}/actions/{card['id']}/"
     response = await decide(bob, url, "approve")
     assert response.status_code == 404
-    assert not await ActionLog.objects.aexists()
+    # #8.6: the attempt on a card that is not his is audited (as unknown), and nothing ran.
+    log = await ActionLog.objects.aget()
+    assert (log.kind, log.outcome, log.user_id) == ("decide", "refused", bob.pk)
+    reply = await Message.objects.aget(pk=events[-1][1]["message"])
+    assert reply.tool_calls[0]["state"] == "pending"
 
 
 async def test_a_new_message_after_an_undecided_call_still_makes_a_valid_history(

@@ -297,3 +297,55 @@ def test_twenty_concurrent_confirms_leave_twenty_whole_lines(root, writer):
     body = lines[1:]
     assert len(body) == 20
     assert sorted(body) == sorted(line.format(n=n).rstrip("\n") for n in range(20))
+
+
+def test_a_hard_link_to_a_file_outside_the_root_is_refused(writer_client, root, tmp_path):
+    outside = tmp_path / "outside.py"
+    outside.write_text("keep = 1\n")
+    os.link(outside, root / "pkg" / "linked.py")
+    before = tree(tmp_path)
+    status, body = post(writer_client, APPEND, path="pkg/linked.py", content="x = 1\n")
+    assert status == 400
+    assert "hard links" in body["error"]
+    assert tree(tmp_path) == before
+    assert ActionLog.objects.get().outcome == "refused"
+
+
+def test_a_hard_link_made_after_the_preview_is_refused_at_confirm(writer_client, root, tmp_path):
+    _, body = post(writer_client, APPEND, path="notes.md", content="- one\n")
+    os.link(root / "notes.md", tmp_path / "elsewhere.md")
+    status, answer = post(writer_client, CONFIRM, token=body["token"])
+    assert status == 400
+    assert "hard links" in answer["error"]
+    assert (tmp_path / "elsewhere.md").read_text() == "# Notes\n"
+
+
+@pytest.mark.django_db(transaction=True)  # the request runs on a thread of its own
+@pytest.mark.parametrize("url", [APPEND, CONFIRM])
+def test_a_fifo_is_refused_at_once_not_waited_on(writer_client, root, url):
+    if url == CONFIRM:
+        _, body = post(writer_client, APPEND, path="pipe.md", content="x\n")
+        token = body["token"]
+    os.mkfifo(root / "pipe.md")
+    # Without O_NONBLOCK, opening a FIFO with no writer blocks forever: run the request on a
+    # thread and give it a bounded wait instead of hanging the suite.
+    result: dict[str, object] = {}
+
+    def request() -> None:
+        from django.db import connection
+
+        try:
+            if url == APPEND:
+                result["answer"] = post(writer_client, APPEND, path="pipe.md", content="x\n")
+            else:
+                result["answer"] = post(writer_client, CONFIRM, token=token)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=request, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "the request hung on the FIFO"
+    status, answer = result["answer"]
+    assert status == 400
+    assert "not a regular file" in answer["error"]

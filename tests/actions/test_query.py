@@ -6,15 +6,18 @@ import json
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import connection, transaction
+from django.db import transaction
 from django.test import Client
 
-from ai_chat.actions import query
 from ai_chat.models import ActionLog, Conversation, Message, Role
 from api_manager.models import ProviderKey, UsageRecord
 from tests.conftest import make_key, signed_in, user_with_permissions
 
 URL = "/api/actions/query/"
+# Queries run on their own read-only connection, which only sees committed rows: these tests
+# commit their data (transactional) and may use both aliases.
+QUERY_DATABASES = ["default", "readonly"]
+pytestmark = pytest.mark.django_db(transaction=True, databases=QUERY_DATABASES)
 
 
 @pytest.fixture
@@ -176,7 +179,8 @@ def test_anything_outside_the_grammar_is_refused_and_changes_nothing(
     assert json.loads(log.input) == {"code": code}
 
 
-def test_a_json_spec_goes_through_the_same_validator(querier_client, data):
+def test_the_undocumented_spec_input_is_gone(querier_client, data):
+    # #8.7 / #9.6: only `code` is offered; a JSON spec is refused (and audited), not run.
     status, body = ask(
         querier_client,
         spec={
@@ -184,16 +188,11 @@ def test_a_json_spec_goes_through_the_same_validator(querier_client, data):
             "steps": [{"method": "filter", "kwargs": {"role": "user"}}, {"method": "count"}],
         },
     )
-    assert status == 200
-    assert body["rows"] == [[2]]
-    status, body = ask(
-        querier_client,
-        spec={"model": "User", "steps": [{"method": "values", "args": ["password"]}]},
-    )
     assert status == 400
-    assert "`password` is not allowed" in body["error"]
-    status, body = ask(querier_client, spec={"model": "Message", "steps": [{"method": "delete"}]})
+    assert "`code`" in body["error"]
+    status, body = ask(querier_client, "Message.objects.count()", spec={"model": "Message"})
     assert status == 400
+    assert [log.outcome for log in ActionLog.objects.all()] == ["refused", "refused"]
 
 
 def test_without_the_permission_it_is_forbidden_and_logged(alice_client, alice, data):
@@ -228,19 +227,15 @@ def test_the_size_cap_truncates_the_answer(querier_client, querier, settings):
     assert len(json.dumps(body)) <= 2200
 
 
-def test_the_read_only_transaction_refuses_writes_even_if_the_validator_were_bypassed(
-    querier, data
-):
-    from django.db import DatabaseError
+def test_the_query_connection_refuses_writes_even_if_the_validator_were_bypassed(querier, data):
+    from django.db import DatabaseError, connections
 
     before = snapshot()
+    readonly = connections["readonly"]
     with pytest.raises(DatabaseError):
-        with transaction.atomic():
-            with connection.cursor() as cursor:
-                query.read_only(cursor)
+        with transaction.atomic(using="readonly"):
+            with readonly.cursor() as cursor:
                 cursor.execute("UPDATE auth_user SET password = 'pwned'")
-    with connection.cursor() as cursor:
-        query._end_read_only(cursor)
     assert snapshot() == before
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from ai_chat.models import Conversation, Message, Status
 from api_manager.models import ProviderKey
 from tests.browser.conftest import screenshot
@@ -211,6 +213,8 @@ def test_the_csp_is_active_and_no_page_has_console_errors(live_asgi, page, alice
     assert page.watch.errors == [], page.watch.errors
 
 
+# Queries run on the read-only alias (a second connection to the test database).
+@pytest.mark.django_db(transaction=True, databases=["default", "readonly"])
 def test_the_assistant_proposes_an_action_and_runs_it_only_after_approval(
     live_asgi, page, fake, tmp_path, settings
 ):

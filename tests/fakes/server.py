@@ -11,7 +11,9 @@ Behaviour is chosen per request, so concurrent tests and a browser can drive it:
   `slow_first_token` seconds), `[[long]]` (a reply of `long_words` words), `[[xss]]` (a reply
   carrying script, onerror and javascript: payloads), `[[echo-history]]` (the reply lists the
   roles and contents it received), `[[tool:query]]` / `[[tool:append]]` (the model calls the
-  run_query / append_to_file tool instead of answering). When the last message is a tool
+  run_query / append_to_file tool instead of answering), `[[tool:custom]]` (the model sends
+  the call in `custom_tool_call`: an id, a name and the raw argument JSON, as a test sets them,
+  to try what a misbehaving model may send). When the last message is a tool
   result, the reply is "The tool returned: <its first 200 characters>". `[[stamp]]` (a reply
   of `long_words` pieces, each `t<wall-clock ns>` when sent: benchmarks measure relay delay),
   `[[error-event]]` (after the first half of the reply, an error event in the provider's own
@@ -69,6 +71,10 @@ class FakeProviderServer:
     open_streams: int = 0
     disconnected: threading.Event = field(default_factory=threading.Event)
     disconnect_times: list[int] = field(default_factory=list)
+    # What `[[tool:custom]]` sends: id, name and the raw argument JSON.
+    custom_tool_call: dict[str, str] = field(
+        default_factory=lambda: {"id": "call_custom", "name": "run_query", "arguments": "{}"}
+    )
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> FakeProviderServer:
@@ -124,6 +130,7 @@ class FakeProviderServer:
         self.disconnects = 0
         self.completed_streams = 0
         self.disconnected.clear()
+        self.custom_tool_call = {"id": "call_custom", "name": "run_query", "arguments": "{}"}
 
     # -- helpers ---------------------------------------------------------------------
     @staticmethod
@@ -326,17 +333,17 @@ class FakeProviderServer:
             return response
 
         await send(chunk({"role": "assistant", "content": ""}))
-        tool = _wanted_tool(messages)
+        tool = self._tool_for(messages)
         if tool is not None and body.get("tools"):
-            name, arguments = tool
-            encoded = json.dumps(arguments)
+            call_id, name, encoded = tool
+            call_id = call_id or "call_fake_1"
             await send(
                 chunk(
                     {
                         "tool_calls": [
                             {
                                 "index": 0,
-                                "id": "call_fake_1",
+                                "id": call_id,
                                 "type": "function",
                                 "function": {"name": name, "arguments": ""},
                             }
@@ -374,8 +381,17 @@ class FakeProviderServer:
             return response
         return await finish("stop", sent_words)
 
-    async def _anthropic_tool_use(self, send, name: str, arguments: dict[str, Any]) -> None:
-        encoded = json.dumps(arguments)
+    def _tool_for(self, messages: list[dict[str, Any]]) -> tuple[str, str, str] | None:
+        """(id or "", name, raw argument JSON) of the tool call asked for, if any."""
+        if _tool_result(messages) is None and "[[tool:custom]]" in _last_user_text(messages):
+            custom = self.custom_tool_call
+            return custom["id"], custom["name"], custom["arguments"]
+        tool = _wanted_tool(messages)
+        if tool is None:
+            return None
+        return "", tool[0], json.dumps(tool[1])
+
+    async def _anthropic_tool_use(self, send, call_id: str, name: str, encoded: str) -> None:
         await send(
             "content_block_start",
             {
@@ -383,7 +399,7 @@ class FakeProviderServer:
                 "index": 0,
                 "content_block": {
                     "type": "tool_use",
-                    "id": "toolu_fake_1",
+                    "id": call_id or "toolu_fake_1",
                     "name": name,
                     "input": {},
                 },
@@ -454,7 +470,7 @@ class FakeProviderServer:
                 },
             },
         )
-        tool = _wanted_tool(messages)
+        tool = self._tool_for(messages)
         if tool is not None and body.get("tools"):
             await self._anthropic_tool_use(send, *tool)
             return response
