@@ -15,6 +15,9 @@ os.environ.setdefault("SECURE_SSL_REDIRECT", "off")
 # The suite's own connections are not pooled (pytest-django creates and drops the test
 # database under them); the gunicorn processes of tests/deploy run with the pool, as deployed.
 os.environ.setdefault("DATABASE_POOL", "off")
+# The suite runs in one process: a per-process cache is enough, and a test's cache is cleared
+# between tests (conftest). The processes tests/stack.py starts use the shared database cache.
+os.environ.setdefault("CACHE_URL", "locmem://")
 
 from bsepar_panel.settings import *  # noqa: E402,F403
 
