@@ -7,5 +7,5 @@ class ApiManagerConfig(AppConfig):
     verbose_name = _("API keys")
 
     def ready(self) -> None:
-        # Security events about keys (core.models.SecurityEvent).
-        from api_manager import audit  # noqa: F401
+        # Security events about keys (core.models.SecurityEvent); unsafe base URLs check.
+        from api_manager import audit, checks  # noqa: F401

@@ -271,6 +271,13 @@ AXES_VERBOSE = False
 # Panel tunables.
 PROVIDER_TIMEOUT = env.float("PROVIDER_TIMEOUT", default=60.0)
 PROVIDER_MAX_RETRIES = env.int("PROVIDER_MAX_RETRIES", default=1)
+# Base URLs may only lead to public addresses, except these exact host:port pairs (a local
+# model server): api_manager/providers/netguard.py.
+PROVIDER_PRIVATE_HOSTS = env.list("PROVIDER_PRIVATE_HOSTS", default=[])
+# SDK clients kept per worker (each holds its connection pool), least recently used closed.
+PROVIDER_CLIENT_CACHE_SIZE = env.int("PROVIDER_CLIENT_CACHE_SIZE", default=32)
+# Live key tests and model listings per user per minute (each one is a call to a provider).
+PROVIDER_CHECKS_PER_MINUTE = env.int("PROVIDER_CHECKS_PER_MINUTE", default=10)
 FILE_ACTIONS_ROOT = env.str("FILE_ACTIONS_ROOT", default="") or None
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=32000)
 CHAT_CONTEXT_CHARS = env.int("CHAT_CONTEXT_CHARS", default=48000)
