@@ -10,6 +10,7 @@ from django.core.validators import URLValidator
 from django.utils.translation import gettext_lazy as _
 
 from api_manager.models import ProviderName
+from api_manager.providers import netguard
 
 MAX_KEY_LENGTH = 512
 
@@ -76,10 +77,17 @@ class ProviderKeyForm(forms.Form):
             return ""
         if has_control_characters(url):
             raise ValidationError(_("Enter an http:// or https:// URL."))
+        if netguard.has_credentials(url):
+            raise ValidationError(netguard.CREDENTIALS_MESSAGE)
         try:
             URLValidator(schemes=["http", "https"])(url)
         except ValidationError:
             raise ValidationError(_("Enter an http:// or https:// URL.")) from None
+        # Resolves the name: only public addresses (or an allowed local server) pass.
+        try:
+            netguard.check_url(url)
+        except netguard.UnsafeBaseURL as exc:
+            raise ValidationError(exc.message) from None
         return url.rstrip("/")
 
     def clean_default_model(self) -> str:

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from api_manager import stats
 from api_manager.forms import ProviderKeyForm
+from api_manager.limits import TooManyChecks, count_provider_check
 from api_manager.models import ProviderKey, UsageRollup
 from api_manager.providers import ProviderConfig, ProviderError, get_provider
 from core import crypto
@@ -99,10 +100,16 @@ def delete_key(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     return HttpResponseRedirect(reverse("api_manager:settings"))
 
 
-async def _list_models(config: ProviderConfig) -> dict[str, object]:
+def _too_many(exc: TooManyChecks) -> JsonResponse:
+    response = JsonResponse({"ok": False, "error": exc.message, "code": "rate_limit"}, status=429)
+    response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+async def _list_models(config: ProviderConfig, *, cache: bool = True) -> dict[str, object]:
     """The test answer: `{"ok": true, "models": [...]}` or `{"ok": false, "error": ..., "code": ...}`."""
     try:
-        models = await get_provider(config).list_models()
+        models = await get_provider(config, cache=cache).list_models()
     except ProviderError as exc:
         return {"ok": False, "error": exc.message, "code": exc.code}
     return {"ok": True, "models": models}
@@ -117,6 +124,10 @@ async def test_key(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         key = await ProviderKey.objects.aget(pk=pk, owner=user)
     except ProviderKey.DoesNotExist:
         raise Http404("No such key") from None
+    try:
+        await sync_to_async(count_provider_check)(user.pk)
+    except TooManyChecks as exc:
+        return _too_many(exc)
     try:
         config = key.provider_config()
     except crypto.DecryptionError:
@@ -135,7 +146,13 @@ async def test_key(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @sensitive_variables("data", "config")
 async def check_new_key(request: AuthenticatedHttpRequest) -> HttpResponse:
-    """The wizard's live test: validate the unsaved form and list the provider's models."""
+    """The wizard's live test: validate the unsaved form and list the provider's models.
+    The key is only being tried: its SDK client is closed after the call, never cached."""
+    user = await request.auser()
+    try:
+        await sync_to_async(count_provider_check)(user.pk)
+    except TooManyChecks as exc:
+        return _too_many(exc)
     form = ProviderKeyForm(request.POST, require_label=False)
     if not await sync_to_async(form.is_valid)():
         errors = {name: [str(e) for e in errs] for name, errs in form.errors.items()}
@@ -149,7 +166,7 @@ async def check_new_key(request: AuthenticatedHttpRequest) -> HttpResponse:
         timeout=min(settings.PROVIDER_TIMEOUT, 20.0),
         max_retries=0,
     )
-    return JsonResponse(await _list_models(config))
+    return JsonResponse(await _list_models(config, cache=False))
 
 
 @require_GET

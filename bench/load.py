@@ -110,6 +110,7 @@ class Stack:
             static_root,
             PROVIDER_TIMEOUT="60",
             AXES_FAILURE_LIMIT="1000",
+            PROVIDER_PRIVATE_HOSTS=f"127.0.0.1:{self.fake_port}",  # the fake is on loopback
         )
         stack.collectstatic(static_root, self.env)
         out = subprocess.run(

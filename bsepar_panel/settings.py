@@ -101,6 +101,7 @@ MIDDLEWARE = [
     "core.middleware.AuthenticationMiddleware",
     "core.middleware.LoginRequiredMiddleware",
     "core.middleware.MessageMiddleware",
+    "core.signed_in.SignedInMiddleware",  # no-store on every page; the request for the audit log
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Axes must come last: it answers a locked-out login before the view runs.
     "axes.middleware.AxesMiddleware",
@@ -180,13 +181,22 @@ else:
 # the user): core/db.py. Each holds at most one connection while it works.
 DATABASE_THREADS = env.int("DATABASE_THREADS", default=4)
 
-_cache_url = env.str("CACHE_URL", default="locmem://")
+# Shared state (rate limits, lockout throttles, cached model lists, the tools offered) must be
+# seen by every worker process: the default is Django's database cache (its table is created by
+# a migration in core), `redis://` for several servers. `locmem://` is per process: tests only.
+CACHE_TABLE = "bsepar_cache"
+_cache_url = env.str("CACHE_URL", default=f"dbcache://{CACHE_TABLE}")
 if _cache_url.startswith("locmem://"):
     _cache_url = "locmemcache://" + _cache_url[len("locmem://") :]
 CACHES = {"default": environ.Env.cache_url_config(_cache_url)}
-# Sessions are read from the cache (and written through to the database), so a signed-in
-# request usually costs no session query; with Redis the cache is shared by every server.
-SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+# Sessions live in the database, so a logout or a deactivation ends them on every worker and
+# server at once (one query per signed-in page). With Redis, reads come from the shared cache
+# and are written through to the database.
+SESSION_ENGINE = (
+    "django.contrib.sessions.backends.cached_db"
+    if CACHES["default"]["BACKEND"].endswith("RedisCache")
+    else "django.contrib.sessions.backends.db"
+)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -199,6 +209,8 @@ AUTH_PASSWORD_VALIDATORS = [
 
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
+    # Before any password is checked: refuses an address past its failure limit.
+    "users.throttle.AddressThrottleBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
 
@@ -268,13 +280,26 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_HTTP_RESPONSE_CODE = 429
-AXES_IPWARE_PROXY_COUNT = env.int("AXES_PROXY_COUNT", default=0 if DEBUG else 1)
-AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
+# The client's address is the one nginx saw: nginx overwrites X-Real-IP and X-Forwarded-For
+# with $remote_addr, and the panel believes those headers only from TRUSTED_PROXIES
+# (core/client_ip.py). Anything else a client sends is ignored.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=["127.0.0.1/32", "::1/128"])
+AXES_CLIENT_IP_CALLABLE = "core.client_ip.client_ip"
+# One address trying many usernames: after this many failed sign-ins from it within the
+# cool-off time, every sign-in from it is refused until the cool-off ends (users/throttle.py).
+LOGIN_ADDRESS_FAILURE_LIMIT = env.int("LOGIN_ADDRESS_FAILURE_LIMIT", default=20)
 AXES_VERBOSE = False
 
 # Panel tunables.
 PROVIDER_TIMEOUT = env.float("PROVIDER_TIMEOUT", default=60.0)
 PROVIDER_MAX_RETRIES = env.int("PROVIDER_MAX_RETRIES", default=1)
+# Base URLs may only lead to public addresses, except these exact host:port pairs (a local
+# model server): api_manager/providers/netguard.py.
+PROVIDER_PRIVATE_HOSTS = env.list("PROVIDER_PRIVATE_HOSTS", default=[])
+# SDK clients kept per worker (each holds its connection pool), least recently used closed.
+PROVIDER_CLIENT_CACHE_SIZE = env.int("PROVIDER_CLIENT_CACHE_SIZE", default=32)
+# Live key tests and model listings per user per minute (each one is a call to a provider).
+PROVIDER_CHECKS_PER_MINUTE = env.int("PROVIDER_CHECKS_PER_MINUTE", default=10)
 FILE_ACTIONS_ROOT = env.str("FILE_ACTIONS_ROOT", default="") or None
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=32000)
 CHAT_CONTEXT_CHARS = env.int("CHAT_CONTEXT_CHARS", default=48000)

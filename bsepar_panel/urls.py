@@ -9,10 +9,12 @@ from django.urls import include, path
 from django.views.i18n import set_language
 
 from core.views import healthz
+from users import views as user_views
 
 urlpatterns = [
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("login/", user_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("password/", user_views.PasswordChangeView.as_view(), name="password_change"),
     path("i18n/setlang/", login_not_required(set_language), name="set_language"),
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),

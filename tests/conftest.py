@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
@@ -69,7 +71,8 @@ def fake_provider():
     """The local fake OpenAI/Anthropic server, shared by the session (reset per test)."""
     from tests.fakes.server import FakeProviderServer
 
-    server = FakeProviderServer().start()
+    # On the port tests/settings.py allowed in PROVIDER_PRIVATE_HOSTS.
+    server = FakeProviderServer(port=int(os.environ["FAKE_PROVIDER_PORT"])).start()
     yield server
     server.stop()
 

@@ -15,6 +15,24 @@ os.environ.setdefault("SECURE_SSL_REDIRECT", "off")
 # The suite's own connections are not pooled (pytest-django creates and drops the test
 # database under them); the gunicorn processes of tests/deploy run with the pool, as deployed.
 os.environ.setdefault("DATABASE_POOL", "off")
+# The suite runs in one process: a per-process cache is enough, and a test's cache is cleared
+# between tests (conftest). The processes tests/stack.py starts use the shared database cache.
+os.environ.setdefault("CACHE_URL", "locmem://")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# The fake provider (tests/fakes/server.py, started by conftest) listens on loopback, which
+# base URLs may not reach unless allowed: its port is chosen here so that the setting, and the
+# panels tests/stack.py starts (they inherit the environment), allow exactly it.
+os.environ.setdefault("FAKE_PROVIDER_PORT", str(_free_port()))
+os.environ.setdefault("PROVIDER_PRIVATE_HOSTS", f"127.0.0.1:{os.environ['FAKE_PROVIDER_PORT']}")
 
 from bsepar_panel.settings import *  # noqa: E402,F403
 

@@ -67,7 +67,9 @@ def panel_env(database: str, cache: str | None, static_root: str, **extra: str) 
             "ALLOWED_HOSTS": f"{HOST},127.0.0.1,localhost",
             "CSRF_TRUSTED_ORIGINS": f"https://{HOST}",
             "DATABASE_URL": database,
-            "CACHE_URL": cache or "locmem://",
+            # The default shared cache (the database's) unless Redis runs: never a per-process
+            # cache, which several workers would not share.
+            "CACHE_URL": cache or "dbcache://bsepar_cache",
             "STATIC_ROOT": static_root,
             "WEB_CONCURRENCY": "1",
             "GUNICORN_LOGLEVEL": "warning",

@@ -9,6 +9,7 @@ from typing import Any
 import anthropic
 from django.utils.translation import gettext as _
 
+from api_manager.providers import netguard
 from api_manager.providers.base import (
     ChatRequest,
     Chunk,
@@ -80,6 +81,7 @@ class AnthropicProvider(Provider):
             base_url=self.config.base_url or None,
             timeout=anthropic.Timeout(self.config.timeout, connect=min(10.0, self.config.timeout)),
             max_retries=self.config.max_retries,
+            http_client=netguard.http_client(anthropic.DefaultAsyncHttpxClient),
         )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:

@@ -86,3 +86,17 @@ def when(value: dt.datetime | dt.date | None, fmt: str = "datetime") -> str:
 @register.filter
 def masked(last4: str) -> str:
     return crypto.mask(last4)
+
+
+@register.filter
+def without_credentials(url: object) -> str:
+    """`url` with any `user:password@` removed: a base URL saved before such URLs were refused
+    (or typed into a form that is shown again) never shows its credentials."""
+    text = "" if url is None else str(url)
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return text
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = authority.rpartition("@")[2]
+    return f"{scheme}://{authority}{slash}{path}"

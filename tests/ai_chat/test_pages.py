@@ -144,8 +144,8 @@ def test_the_chat_page_query_count_is_constant(
     conversation = conversation_with(alice, size)
     for i in range(size if size < 10 else 30):
         conversation_with(alice, 1, title=f"other {i}")
-    # 1 user, 2 conversation, 3 messages page with usage, 4 keys, 5 conversation list
-    with django_assert_num_queries(5):
+    # 1 session, 2 user, 3 conversation, 4 messages page with usage, 5 keys, 6 conversation list
+    with django_assert_num_queries(6):
         response = alice_client.get(f"/ai-chat/c/{conversation.id}/")
     assert response.status_code == 200
 
@@ -156,8 +156,8 @@ def test_the_new_chat_page_query_count_is_constant(
 ):
     for i in range(size):
         Conversation.objects.create(owner=alice, title=f"c{i}")
-    # 1 user, 2 keys, 3 conversation list
-    with django_assert_num_queries(3):
+    # 1 session, 2 user, 3 keys, 4 conversation list
+    with django_assert_num_queries(4):
         alice_client.get("/ai-chat/")
 
 

@@ -1,4 +1,4 @@
-"""The stream path spends at most four queries before the provider is called, at any data size."""
+"""The stream path spends at most five queries (the session among them) before the provider is called, at any data size."""
 
 from __future__ import annotations
 
@@ -61,16 +61,17 @@ def warm(client):
     post_and_count(client, message="warm-up")
 
 
-def test_a_new_conversation_costs_four_queries(alice_client, alice, fake):
+def test_a_new_conversation_costs_five_queries(alice_client, alice, fake):
     make_key(alice, fake)
     warm(alice_client)
     queries = post_and_count(alice_client, message="hello")
-    # 1 user, 2 default key, 3 insert conversation, 4 insert the message and the reply row
-    assert len(queries) == 4, "\n".join(q[:200] for q in queries[:20])
+    # 1 session, 2 user, 3 default key, 4 insert conversation, 5 insert the message and the
+    # reply row
+    assert len(queries) == 5, "\n".join(q[:200] for q in queries[:20])
 
 
 @pytest.mark.parametrize("size", [10, 10_000])
-def test_a_follow_up_costs_four_queries_at_any_history_size(alice_client, alice, fake, size):
+def test_a_follow_up_costs_five_queries_at_any_history_size(alice_client, alice, fake, size):
     key = make_key(alice, fake)
     conversation = Conversation.objects.create(
         owner=alice, title="long", key=key, model=key.default_model
@@ -85,5 +86,6 @@ def test_a_follow_up_costs_four_queries_at_any_history_size(alice_client, alice,
     )
     warm(alice_client)
     queries = post_and_count(alice_client, message="and then?", conversation=conversation.pk)
-    # 1 user, 2 conversation with its key, 3 recent history, 4 insert the message and the reply row
-    assert len(queries) == 4, "\n".join(q[:200] for q in queries[:20])
+    # 1 session, 2 user, 3 conversation with its key, 4 recent history, 5 insert the message
+    # and the reply row
+    assert len(queries) == 5, "\n".join(q[:200] for q in queries[:20])

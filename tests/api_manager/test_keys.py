@@ -42,12 +42,14 @@ def test_it_adds_an_anthropic_key_with_a_compatible_base_url(alice_client):
         add_form(
             provider="anthropic",
             api_key=ANTHROPIC_SECRET,
-            base_url="https://gateway.example/anthropic/",
+            # A public address: the base URL is resolved and checked (netguard), and names do
+            # not resolve in the test sandbox.
+            base_url="https://1.1.1.1/anthropic/",
         ),
     )
     assert response.status_code == 302
     key = ProviderKey.objects.get()
-    assert key.base_url == "https://gateway.example/anthropic"
+    assert key.base_url == "https://1.1.1.1/anthropic"
 
 
 @pytest.mark.parametrize(
@@ -199,7 +201,9 @@ def test_the_test_button_says_what_is_wrong_without_echoing_the_key(
     assert "SECRET" not in key.last_error
 
 
-def test_the_test_button_reports_an_unreachable_base_url(alice_client, alice):
+def test_the_test_button_reports_an_unreachable_base_url(alice_client, alice, settings):
+    # Loopback is refused unless allowed (netguard): allow this closed port to reach it.
+    settings.PROVIDER_PRIVATE_HOSTS = [*settings.PROVIDER_PRIVATE_HOSTS, "127.0.0.1:9"]
     key = make_key(alice, base_url="http://127.0.0.1:9/v1")
     body = alice_client.post(f"/api-manager/keys/{key.id}/test/").json()
     assert body == {

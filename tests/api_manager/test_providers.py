@@ -120,7 +120,9 @@ async def test_a_slow_first_token_times_out(fake, name):
     assert caught.value.code == "timeout"
 
 
-async def test_an_unreachable_base_url_says_so():
+async def test_an_unreachable_base_url_says_so(settings):
+    # Loopback is refused unless allowed (netguard): allow this closed port to reach it.
+    settings.PROVIDER_PRIVATE_HOSTS = [*settings.PROVIDER_PRIVATE_HOSTS, "127.0.0.1:9"]
     provider = get_provider(
         ProviderConfig("openai", OPENAI_SECRET, "http://127.0.0.1:9/v1", timeout=2, max_retries=0)
     )

@@ -213,8 +213,8 @@ def test_the_admin_usage_list_does_not_count_the_whole_log(
         UsageRecord(key=key, key_label=key.label, user=alice, provider="openai", model="m")
         for _ in range(size)
     )
-    # 1 user, 2 count capped by a LIMIT, 3 the page of records with their users
-    with CaptureQueriesContext(connection) as ctx, django_assert_num_queries(3):
+    # 1 session, 2 user, 3 count capped by a LIMIT, 4 the page of records with their users
+    with CaptureQueriesContext(connection) as ctx, django_assert_num_queries(4):
         response = admin_client.get("/admin/api_manager/usagerecord/")
     assert response.status_code == 200
     counts = [q["sql"] for q in ctx.captured_queries if "COUNT(" in q["sql"].upper()]

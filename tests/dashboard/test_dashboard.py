@@ -88,9 +88,9 @@ def test_the_dashboard_query_count_is_constant(
         Message.objects.create(conversation=conversation, role=Role.USER, content="x")
     for key in keys:
         usage(key, alice, size)
-    # 1 user, 2 conversation counts, 3 message counts, 4 rollups by day/key/provider,
-    # 5 keys with month tokens (rollups), 6 recent conversations, 7 team rollups per user
-    with django_assert_num_queries(7):
+    # 1 session, 2 user, 3 conversation counts, 4 message counts, 5 rollups by day/key/provider,
+    # 6 keys with month tokens (rollups), 7 recent conversations, 8 team rollups per user
+    with django_assert_num_queries(8):
         response = admin_client.get("/")
     assert response.status_code == 200
 

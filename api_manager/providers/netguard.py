@@ -1,0 +1,199 @@
+"""Keep provider calls off the server's own network (SSRF).
+
+A key's base URL is chosen by any signed-in user, and the live test shows what the endpoint
+answered: without this module the panel is a port scanner and a reader of internal JSON. A base
+URL may only lead to public addresses, unless an administrator allowed that exact `host:port`
+(settings.PROVIDER_PRIVATE_HOSTS, for a local model server). It is checked three times:
+
+- when a key is entered (ProviderKeyForm), so a bad URL is refused with a clear message;
+- before every call (api_manager.providers.get_provider), so a key saved before this check,
+  or whose name now resolves elsewhere, fails with the same message;
+- at connect time, by the HTTP transport handed to the SDK clients (`http_client()`): the host
+  is resolved once, every address is checked, and the connection goes to a checked address
+  (TLS still verifies the name), so DNS rebinding between the check and the connect finds
+  nothing to exploit.
+
+Every refusal has one message that says nothing about the target (whether it resolved, to
+what, or whether a port is open).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx2
+from django.conf import settings
+from django.utils.translation import gettext_lazy
+
+from api_manager.providers.base import ProviderError
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+UNSAFE_MESSAGE = gettext_lazy(
+    "This base URL cannot be used: the panel only connects to public internet addresses. "
+    "An administrator can allow a local model server (PROVIDER_PRIVATE_HOSTS)."
+)
+CREDENTIALS_MESSAGE = gettext_lazy(
+    "A base URL must not contain a user name or password: put the key in the API key field."
+)
+DEFAULT_PORTS = {"http": 80, "https": 443}
+# NAT64 (RFC 6052) embeds an IPv4 address: judge the embedded one.
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# How long a checked resolution is reused by one transport (seconds).
+RESOLVE_TTL = 30.0
+
+
+class UnsafeBaseURL(ProviderError):
+    """The base URL leads somewhere the panel must not connect to."""
+
+    def __init__(self) -> None:
+        super().__init__(str(UNSAFE_MESSAGE))
+
+
+def private_hosts() -> set[tuple[str, int]]:
+    """settings.PROVIDER_PRIVATE_HOSTS as (lowercased host, port) pairs."""
+    allowed = set()
+    for entry in settings.PROVIDER_PRIVATE_HOSTS:
+        host, _sep, port = entry.strip().rpartition(":")
+        host = host.strip("[]").lower()
+        if host and port.isdigit():
+            allowed.add((host, int(port)))
+    return allowed
+
+
+def is_public(address: Address) -> bool:
+    """True for an address on the public internet: not loopback, private, link-local (cloud
+    metadata lives there), shared (100.64/10), multicast, reserved or unspecified."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return is_public(address.ipv4_mapped)
+        if address in NAT64:
+            return is_public(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return address.is_global and not address.is_multicast
+
+
+def has_credentials(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return bool(parts.username or parts.password or "@" in parts.netloc)
+
+
+def host_and_port(url: str) -> tuple[str, int]:
+    """The host (lowercased, without brackets) and port of an http(s) URL; UnsafeBaseURL if
+    it has none, another scheme, or credentials."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise UnsafeBaseURL() from None
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or has_credentials(url):
+        raise UnsafeBaseURL()
+    return parts.hostname.lower(), port or DEFAULT_PORTS[parts.scheme]
+
+
+def _literal(host: str) -> Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def _checked(infos: list[Any]) -> list[Address]:
+    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    if not addresses or not all(is_public(a) for a in addresses):
+        raise UnsafeBaseURL()
+    return addresses
+
+
+def check_url(url: str) -> None:
+    """Raise UnsafeBaseURL unless every address `url`'s host resolves to is public (or its
+    host:port is allowed). Blocking: resolves the name."""
+    host, port = host_and_port(url)
+    if (host, port) in private_hosts():
+        return
+    literal = _literal(host)
+    if literal is not None:
+        if not is_public(literal):
+            raise UnsafeBaseURL()
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        raise UnsafeBaseURL() from None
+    _checked(infos)
+
+
+async def acheck_url(url: str) -> list[Address] | None:
+    """check_url without blocking the event loop. Returns the checked addresses, or None
+    when the host is allowed as it is (PROVIDER_PRIVATE_HOSTS)."""
+    host, port = host_and_port(url)
+    if (host, port) in private_hosts():
+        return None
+    literal = _literal(host)
+    if literal is not None:
+        if not is_public(literal):
+            raise UnsafeBaseURL()
+        return [literal]
+    try:
+        infos = await resolve(host, port)
+    except (OSError, UnicodeError):
+        raise UnsafeBaseURL() from None
+    return _checked(infos)
+
+
+async def resolve(host: str, port: int) -> list[Any]:
+    """getaddrinfo without blocking the event loop (one place, so tests can stand in a DNS
+    server that changes its answer)."""
+    return await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
+class GuardedTransport(httpx2.AsyncBaseTransport):
+    """An httpx transport that connects only to checked addresses (see the module docstring).
+
+    The request goes to the checked IP address; the Host header keeps the name, and TLS sends
+    and verifies the name (httpcore's `sni_hostname` extension). One transport serves one SDK
+    client, i.e. one base URL, so its connection pool never mixes names on one address."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._inner = httpx2.AsyncHTTPTransport(**kwargs)
+        self._resolved: dict[tuple[str, int], tuple[float, list[Address] | None]] = {}
+
+    async def _addresses(self, url: httpx2.URL) -> list[Address] | None:
+        host = url.host.lower()
+        port = url.port or DEFAULT_PORTS.get(url.scheme, 443)
+        cached = self._resolved.get((host, port))
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        addresses = await acheck_url(f"{url.scheme}://{_netloc(host, port)}/")
+        self._resolved[(host, port)] = (time.monotonic() + RESOLVE_TTL, addresses)
+        return addresses
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        addresses = await self._addresses(request.url)
+        if addresses is not None:
+            name = request.url.host
+            request.url = request.url.copy_with(host=str(addresses[0]))
+            if request.url.scheme == "https":
+                request.extensions = {**request.extensions, "sni_hostname": name}
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def http_client(client_class: type[httpx2.AsyncClient] = httpx2.AsyncClient) -> httpx2.AsyncClient:
+    """An HTTP client for an SDK's documented `http_client=` argument, connecting only to
+    checked addresses. `client_class` is the SDK's DefaultAsyncHttpxClient, so its defaults
+    (timeouts, connection limits, redirects) stay as the SDK expects."""
+    return client_class(transport=GuardedTransport())
