@@ -154,6 +154,17 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         }
     )
 
+# The data directory: the SQLite database's folder (`/var/lib/bsepar-panel` in the deploy), or
+# DATA_DIR on PostgreSQL. Attachments live in MEDIA_ROOT (private: served by a view that checks
+# the owner, never by the static location) and `manage.py backup` writes to BACKUP_DIR.
+if DATABASES["default"]["ENGINE"] == "core.sqlite" and DATABASES["default"]["NAME"] != ":memory:":
+    _data_default = Path(DATABASES["default"]["NAME"]).resolve().parent
+else:
+    _data_default = BASE_DIR
+DATA_DIR = Path(env.str("DATA_DIR", default=str(_data_default)))
+MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(DATA_DIR / "media")))
+BACKUP_DIR = Path(env.str("BACKUP_DIR", default=str(DATA_DIR / "backups")))
+
 # Threads per worker process for the database work of async requests (chat turns, loading
 # the user): core/db.py. Each holds at most one connection while it works.
 DATABASE_THREADS = env.int("DATABASE_THREADS", default=4)
