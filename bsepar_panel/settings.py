@@ -156,6 +156,17 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         }
     )
 
+# The data directory: the SQLite database's folder (`/var/lib/bsepar-panel` in the deploy), or
+# DATA_DIR on PostgreSQL. Attachments live in MEDIA_ROOT (private: served by a view that checks
+# the owner, never by the static location) and `manage.py backup` writes to BACKUP_DIR.
+if DATABASES["default"]["ENGINE"] == "core.sqlite" and DATABASES["default"]["NAME"] != ":memory:":
+    _data_default = Path(DATABASES["default"]["NAME"]).resolve().parent
+else:
+    _data_default = BASE_DIR
+DATA_DIR = Path(env.str("DATA_DIR", default=str(_data_default)))
+MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(DATA_DIR / "media")))
+BACKUP_DIR = Path(env.str("BACKUP_DIR", default=str(DATA_DIR / "backups")))
+
 # The query action reads through a connection of its own that cannot write (issue #8.3): on
 # SQLite a read-only file connection (mode=ro + query_only) that never takes the writers'
 # lock, on PostgreSQL a session whose transactions are read-only and stopped at
