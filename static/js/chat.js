@@ -90,7 +90,8 @@
     const field = conversationInput();
     if (field.value) return;
     field.value = id;
-    const url = `/ai-chat/c/${id}/`;
+    // The server gives the address pattern (built with {% url %} for conversation 0).
+    const url = form.dataset.conversationUrl.replace(/\/0\/$/, `/${id}/`);
     window.history.replaceState(null, "", url);
     const ul = document.getElementById("conversation-list");
     if (ul) {
@@ -177,12 +178,8 @@
     let finished = false;
     let received = "";
     try {
-      const response = await fetch(form.action, {
-        method: "POST",
-        body,
-        headers: { "X-CSRFToken": window.panelCsrfToken(), Accept: "text/event-stream" },
-        credentials: "same-origin",
-        signal: controller.signal,
+      const response = await window.panel.post(form.action, {
+        body, accept: "text/event-stream", signal: controller.signal,
       });
       if (!response.ok || !(response.headers.get("Content-Type") || "").startsWith("text/event-stream")) {
         let message = `${response.status}`;
@@ -275,10 +272,7 @@
       const body = new FormData();
       body.set("decision", button.dataset.toolDecision);
       try {
-        const response = await fetch(button.dataset.url, {
-          method: "POST", body, credentials: "same-origin",
-          headers: { "X-CSRFToken": window.panelCsrfToken(), Accept: "application/json" },
-        });
+        const response = await window.panel.post(button.dataset.url, { body });
         const data = await response.json();
         if (!response.ok) throw new Error(data.error || String(response.status));
         const holder = element("div");
@@ -292,19 +286,21 @@
       }
     } else if (button.dataset.undoUrl) {
       button.disabled = true;
-      const response = await fetch(button.dataset.undoUrl, {
-        method: "POST", credentials: "same-origin",
-        headers: { "X-CSRFToken": window.panelCsrfToken(), "Content-Type": "application/json" },
-        body: "{}",
-      });
-      const data = await response.json();
-      if (response.ok) {
-        button.replaceWith(element("span", "muted small", strings.undone));
-      } else {
-        button.disabled = false;
-        status.textContent = data.error;
-        status.classList.add("error");
+      let error;
+      try {
+        const response = await window.panel.post(button.dataset.undoUrl, { json: {} });
+        if (response.ok) {
+          button.replaceWith(element("span", "muted small", strings.undone));
+          return;
+        }
+        error = (await window.panel.errorOf(response)) || String(response.status);
+      } catch (err) {
+        // The panel was not reached: the button must work again, or the change can never be undone.
+        error = strings.unreachable;
       }
+      button.disabled = false;
+      status.textContent = error;
+      status.classList.add("error");
     }
   });
 

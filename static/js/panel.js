@@ -13,8 +13,28 @@ document.addEventListener("submit", (event) => {
   }
 });
 
-// Read Django's CSRF token from a form on the page (the cookie is HttpOnly).
-window.panelCsrfToken = function panelCsrfToken() {
-  const input = document.querySelector("input[name=csrfmiddlewaretoken]");
-  return input ? input.value : "";
+// The one way the page's scripts talk to the panel. Django's CSRF token is read from a form on
+// the page (the cookie is HttpOnly). `json` sends a JSON body; `body` sends FormData as is.
+// Resolves to the Response; a network failure rejects (TypeError), an abort rejects (AbortError).
+window.panel = {
+  csrfToken() {
+    const input = document.querySelector("input[name=csrfmiddlewaretoken]");
+    return input ? input.value : "";
+  },
+  post(url, { body, json, accept = "application/json", signal } = {}) {
+    const headers = { "X-CSRFToken": window.panel.csrfToken(), Accept: accept };
+    if (json !== undefined) {
+      headers["Content-Type"] = "application/json";
+      body = JSON.stringify(json);
+    }
+    return fetch(url, { method: "POST", body, headers, credentials: "same-origin", signal });
+  },
+  // The `error` of a JSON refusal, or null when the answer is not JSON (a proxy's error page).
+  async errorOf(response) {
+    try {
+      return (await response.json()).error || null;
+    } catch (err) {
+      return null;
+    }
+  },
 };
