@@ -13,7 +13,7 @@
   const list = document.getElementById("messages");
   const sendButton = document.getElementById("chat-send");
   const stopButton = document.getElementById("chat-stop");
-  const status = document.getElementById("chat-status");
+  const alertBox = document.getElementById("chat-alert");
   const keySelect = document.getElementById("chat-key");
   const modelInput = document.getElementById("chat-model");
   let controller = null;
@@ -79,7 +79,25 @@
   function setBusy(busy) {
     sendButton.disabled = busy;
     stopButton.hidden = !busy;
-    if (!busy) status.textContent = "";
+  }
+
+  // A refusal stays in sight by the message box until the next try (role="alert" reads it out).
+  function showAlert(message) {
+    alertBox.textContent = message;
+    alertBox.hidden = false;
+  }
+
+  function clearAlert() {
+    alertBox.hidden = true;
+    alertBox.textContent = "";
+  }
+
+  // Plain words for a refusal: the server's reason, and what to do where the status says it.
+  async function describeRefusal(response) {
+    const said = await window.panel.errorOf(response);
+    const hint = { 413: strings.hintTooLong, 429: strings.hintBusy }[response.status];
+    if (said) return hint ? `${said} ${hint}` : said;
+    return hint || strings.refused.replace("{status}", response.status);
   }
 
   function conversationInput() {
@@ -177,23 +195,22 @@
     setBusy(true);
     let finished = false;
     let received = "";
+    let answered = false;
+    clearAlert();
     try {
       const response = await window.panel.post(form.action, {
         body, accept: "text/event-stream", signal: controller.signal,
       });
+      answered = true;
       if (!response.ok || !(response.headers.get("Content-Type") || "").startsWith("text/event-stream")) {
-        let message = `${response.status}`;
-        try { message = (await response.json()).error || message; } catch (err) { /* not JSON */ }
         // Nothing was saved: take the bubbles back and leave the text in the input.
         reply.article.remove();
         if (sentBubble) sentBubble.remove();
-        status.textContent = message;
-        status.classList.add("error");
+        showAlert(await describeRefusal(response));
         finished = true;
         return;
       }
       if (!regenerate && !resume) input.value = "";
-      status.classList.remove("error");
       const parse = sseParser((name, data) => {
         if (name === "meta") {
           rememberConversation(data.conversation, text.trim().slice(0, 80));
@@ -239,6 +256,11 @@
         reply.article.className = "msg assistant live stopped";
         reply.meta.textContent = strings.stopped;
         addRegenerate(reply.article);
+      } else if (!answered) {
+        // The panel was never reached: nothing was saved, so the message goes back to the box.
+        reply.article.remove();
+        if (sentBubble) sentBubble.remove();
+        showAlert(strings.unreachable);
       } else {
         reply.meta.textContent = strings.network;
       }
@@ -281,8 +303,7 @@
         if (data.continue) send({ resume: true });
       } catch (err) {
         card.querySelectorAll("button").forEach((b) => { b.disabled = false; });
-        status.textContent = err.message;
-        status.classList.add("error");
+        showAlert(err instanceof TypeError ? strings.unreachable : err.message);
       }
     } else if (button.dataset.undoUrl) {
       button.disabled = true;
@@ -299,8 +320,7 @@
         error = strings.unreachable;
       }
       button.disabled = false;
-      status.textContent = error;
-      status.classList.add("error");
+      showAlert(error);
     }
   });
 
