@@ -18,6 +18,14 @@
   const modelInput = document.getElementById("chat-model");
   let controller = null;
 
+  // -- the conversation list, behind a button on narrow screens ---------------------------
+  const listButton = document.querySelector("[data-action=conversations]");
+  listButton?.addEventListener("click", () => {
+    const open = listButton.getAttribute("aria-expanded") !== "true";
+    listButton.setAttribute("aria-expanded", String(open));
+    document.querySelector(".chat").classList.toggle("list-open", open);
+  });
+
   // -- key / model picker: the model field shows the key's default ------------------------
   function syncModelPlaceholder() {
     const option = keySelect && keySelect.selectedOptions[0];

@@ -38,3 +38,28 @@ window.panel = {
     }
   },
 };
+
+// The menu button opens the sidebar as a drawer on narrow screens; Escape, the backdrop or the
+// button again close it, and the focus goes back to the button.
+(function () {
+  const button = document.querySelector("[data-action=menu]");
+  const sidebar = document.getElementById("sidebar");
+  const backdrop = document.querySelector("[data-action=menu-close]");
+  if (!button || !sidebar) return;
+
+  function setOpen(open) {
+    document.documentElement.classList.toggle("nav-open", open);
+    button.setAttribute("aria-expanded", String(open));
+    backdrop.hidden = !open;
+    if (open) sidebar.querySelector("a, button")?.focus();
+  }
+
+  button.addEventListener("click", () => setOpen(button.getAttribute("aria-expanded") !== "true"));
+  backdrop.addEventListener("click", () => setOpen(false));
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && button.getAttribute("aria-expanded") === "true") {
+      setOpen(false);
+      button.focus();
+    }
+  });
+})();

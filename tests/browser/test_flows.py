@@ -263,18 +263,18 @@ def test_the_layout_works_on_a_phone(live_asgi, chromium, alice, fake):
         sign_in(page, live_asgi.url)
         for language in ("en", "fa"):
             page.goto(f"{live_asgi.url}/")
-            page.click("label.nav-toggle-label")
+            page.click("[data-action=menu]")
             page.click(f".sidebar .lang-switch button[value={language}]")
             page.wait_for_load_state()
             for name, path in (("dashboard", "/"), ("chat", "/ai-chat/")):
                 page.goto(live_asgi.url + path)
                 # The sidebar folds behind the menu button; nothing scrolls sideways.
                 assert not page.is_visible(".sidebar")
-                assert page.is_visible("label.nav-toggle-label")
+                assert page.is_visible("[data-action=menu]")
                 width = page.evaluate("document.documentElement.scrollWidth")
                 assert width <= 390, (language, name, width)
                 screenshot(page, f"phone-{language}-{name}")
-            page.click("label.nav-toggle-label")
+            page.click("[data-action=menu]")
             assert page.is_visible(".sidebar .nav")
         assert errors == [], errors
     finally:
