@@ -63,3 +63,34 @@ window.panel = {
     }
   });
 })();
+
+// The theme control (data-action="theme") goes system → light → dark and is remembered.
+(function () {
+  const root = document.documentElement;
+  const order = ["system", "light", "dark"];
+  const media = window.matchMedia("(prefers-color-scheme: dark)");
+
+  function apply(choice) {
+    const dark = choice === "dark" || (choice === "system" && media.matches);
+    root.dataset.theme = dark ? "dark" : "light";
+    root.dataset.themeChoice = choice;
+    document.querySelectorAll("[data-action=theme]").forEach((button) => {
+      button.querySelector("[data-theme-name]").textContent = button.dataset[choice];
+      button.hidden = false;
+    });
+  }
+
+  document.addEventListener("click", (event) => {
+    const button = event.target instanceof Element ? event.target.closest("[data-action=theme]") : null;
+    if (!button) return;
+    const next = order[(order.indexOf(root.dataset.themeChoice || "system") + 1) % order.length];
+    try {
+      localStorage.setItem("theme", next);
+    } catch (err) {
+      // Not remembered, but still applied to this page.
+    }
+    apply(next);
+  });
+  media.addEventListener("change", () => apply(root.dataset.themeChoice || "system"));
+  apply(root.dataset.themeChoice || "system");
+})();
