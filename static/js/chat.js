@@ -46,23 +46,43 @@
     return node;
   }
 
+  // Copy buttons show their label through CSS (data-label), so a message's innerText, which
+  // the whole-message Copy takes, holds no "Copy" of the code blocks inside it.
+  function copyButton(className, getText) {
+    const button = element("button", className);
+    button.type = "button";
+    button.dataset.label = strings.copy;
+    button.setAttribute("aria-label", strings.copy);
+    button.addEventListener("click", () => copyText(button, getText()));
+    return button;
+  }
+
+  async function copyText(button, text) {
+    try {
+      await navigator.clipboard.writeText(text);
+      button.dataset.label = strings.copied;
+    } catch (err) {
+      button.dataset.label = "✕";
+    }
+    setTimeout(() => { button.dataset.label = strings.copy; }, 1500);
+  }
+
   function addCopyButtons(root) {
     root.querySelectorAll("pre").forEach((pre) => {
       if (pre.querySelector(".copy-btn")) return;
-      const button = element("button", "copy-btn", strings.copy);
-      button.type = "button";
-      button.addEventListener("click", async () => {
-        const code = pre.querySelector("code") || pre;
-        try {
-          await navigator.clipboard.writeText(code.innerText);
-          button.textContent = strings.copied;
-          setTimeout(() => { button.textContent = strings.copy; }, 1500);
-        } catch (err) {
-          button.textContent = "✕";
-        }
-      });
-      pre.appendChild(button);
+      pre.appendChild(copyButton("copy-btn", () => (pre.querySelector("code") || pre).innerText));
     });
+  }
+
+  // Every message gets a Copy of the whole message (data-action="copy").
+  function addMessageTools(article) {
+    if (article.querySelector("[data-action=copy]")) return;
+    const body = article.querySelector(".body");
+    const button = copyButton("link small", () => body.innerText.trim());
+    button.dataset.action = "copy";
+    const tools = element("div", "msg-tools");
+    tools.appendChild(button);
+    article.appendChild(tools);
   }
 
   function userBubble(text) {
@@ -71,6 +91,7 @@
     const body = element("div", "body", text);
     body.dir = "auto";
     article.appendChild(body);
+    addMessageTools(article);
     return article;
   }
 
@@ -81,6 +102,7 @@
     body.dir = "auto";
     const meta = element("div", "meta", strings.thinking);
     article.append(body, meta);
+    addMessageTools(article);
     return { article, body, meta };
   }
 
@@ -168,6 +190,7 @@
     const button = element("button", "link small", strings.regenerate);
     button.type = "button";
     button.dataset.regenerate = "1";
+    button.dataset.action = "regenerate";
     button.addEventListener("click", () => send({ regenerate: true }));
     article.querySelector(".meta").append(" · ", button);
   }
@@ -223,6 +246,7 @@
         if (name === "meta") {
           rememberConversation(data.conversation, text.trim().slice(0, 80));
           reply.article.dataset.messageId = data.message;
+          if (sentBubble) sentBubble.dataset.messageId = data.user_message;
         } else if (name === "delta") {
           received += data.text;
           reply.body.textContent = received;
@@ -336,10 +360,80 @@
     if (controller) controller.abort();
   });
 
-  // Existing messages: copy buttons, and Regenerate on the last reply.
+  // -- the conversation list is one tab stop: arrows, Home and End move inside it ------------
+  const conversationList = document.getElementById("conversation-list");
+  function listLinks() {
+    return conversationList ? Array.from(conversationList.querySelectorAll("a")) : [];
+  }
+  function rovingStop() {
+    const links = listLinks();
+    const current = links.find((a) => a.classList.contains("active")) || links[0];
+    links.forEach((a) => { a.tabIndex = a === current ? 0 : -1; });
+  }
+  conversationList?.addEventListener("keydown", (event) => {
+    const links = listLinks();
+    const at = links.indexOf(document.activeElement);
+    if (at < 0) return;
+    const next = { ArrowDown: at + 1, ArrowUp: at - 1, Home: 0, End: links.length - 1 }[event.key];
+    if (next === undefined) return;
+    event.preventDefault();
+    const target = links[Math.max(0, Math.min(next, links.length - 1))];
+    links.forEach((a) => { a.tabIndex = a === target ? 0 : -1; });
+    target.focus();
+  });
+  rovingStop();
+  // A conversation added by the first reply joins the list as its tab stop.
+  if (conversationList) new MutationObserver(rovingStop).observe(conversationList, { childList: true });
+
+  // -- keyboard shortcuts (listed in the ? help) ----------------------------------------------
+  // Letters are matched by key position (event.code) so they work in a Persian layout too.
+  // Plain keys act when no text field has the focus; Alt+Shift+key acts from anywhere.
+  const help = document.getElementById("shortcuts");
+  const shortcuts = {
+    KeyN: () => { window.location.assign(document.querySelector("[data-new-chat]").href); },
+    Slash: () => {
+      // On a narrow screen the search is behind the conversations button: open it first.
+      if (listButton?.offsetParent && listButton.getAttribute("aria-expanded") !== "true") listButton.click();
+      document.querySelector(".chat-list input[type=search]")?.focus();
+    },
+    KeyC: () => {
+      const replies = list.querySelectorAll("article[data-role=assistant] [data-action=copy]");
+      replies[replies.length - 1]?.click();
+    },
+  };
+  function typing(target) {
+    return target instanceof HTMLElement &&
+      (target.isContentEditable || target.matches("input, textarea, select"));
+  }
+  function openHelp() {
+    if (!help.open) help.showModal();
+  }
+  document.querySelectorAll("[data-action=help]").forEach((b) => b.addEventListener("click", openHelp));
+  document.addEventListener("keydown", (event) => {
+    if (event.ctrlKey || event.metaKey || event.isComposing || help.open) return;
+    const anywhere = event.altKey && event.shiftKey;
+    if (!anywhere && (event.altKey || typing(event.target))) return;
+    if ((event.key === "?" || event.key === "؟") && !anywhere) {
+      event.preventDefault();
+      openHelp();
+      return;
+    }
+    // "/" is Shift+7 on some layouts: the plain key is read from event.key, the chord from code.
+    const action = anywhere ? shortcuts[event.code === "KeyF" ? "Slash" : event.code]
+      : shortcuts[event.key === "/" ? "Slash" : event.code];
+    if (!action || (!anywhere && event.shiftKey && event.key !== "/")) return;
+    event.preventDefault();
+    action();
+  });
+
+  // Existing messages: copy buttons, a Copy of each message, and Regenerate on the last reply.
   addCopyButtons(list);
   const articles = list.querySelectorAll("article.msg");
+  articles.forEach(addMessageTools);
   const last = articles[articles.length - 1];
   if (last && last.dataset.role === "assistant") addRegenerate(last);
   scrollDown();
+  // The message box has the focus when the chat opens (not on touch screens, where it would
+  // open the on-screen keyboard over the conversation).
+  if (!input.disabled && !window.matchMedia("(pointer: coarse)").matches) input.focus();
 })();
