@@ -16,6 +16,18 @@ def clipboard(page) -> str:
     return page.evaluate("navigator.clipboard.readText()")
 
 
+def wait_for_clipboard(page, test: str, arg: str = "") -> None:
+    """Wait until `test` (a JS expression over `text` and `arg`) holds for the clipboard. The
+    predicate must answer synchronously (a promise would count as true), so it reads the
+    clipboard in the background and tests the last text read."""
+    page.evaluate("() => { window.__clip = undefined; }")
+    page.wait_for_function(
+        "([arg]) => { navigator.clipboard.readText().then((t) => { window.__clip = t; });"
+        f" const text = window.__clip; return typeof text === 'string' && ({test}); }}",
+        arg=[arg],
+    )
+
+
 @pytest.fixture
 def conversations(alice, fake):
     make_key(alice, fake)
@@ -63,16 +75,13 @@ def test_every_message_carries_its_hooks_and_copies_whole(
     assert live == [(role, str(pk), 1) for role, pk in saved]
     assert page.locator("article[data-role=assistant] [data-action=regenerate]").count() == 1
     page.locator("article[data-role=user] [data-action=copy]").click()
-    page.wait_for_function("navigator.clipboard.readText().then(t => t === 'hello there')")
+    wait_for_clipboard(page, "text === 'hello there'")
     page.reload()
     assert hooks() == live
     assert page.evaluate("document.activeElement.id") == "chat-input"
     reply = Message.objects.get(conversation__owner=alice, role="assistant")
     page.locator("article[data-role=assistant] [data-action=copy]").click()
-    page.wait_for_function(
-        "(want) => navigator.clipboard.readText().then(t => t.trim() === want)",
-        arg=reply.content.strip(),
-    )
+    wait_for_clipboard(page, "text.trim() === arg", reply.content.strip())
     assert "Copy" not in clipboard(page)
     assert page.watch.errors == [], page.watch.errors
 
@@ -125,7 +134,7 @@ def test_the_help_lists_shortcuts_that_work(live_asgi, open_page, conversations,
     # C copies the last reply; / goes to the search; N opens a new chat.
     page.evaluate("document.activeElement.blur()")
     page.keyboard.press("c")
-    page.wait_for_function("navigator.clipboard.readText().then(t => t.startsWith('Answer 2'))")
+    wait_for_clipboard(page, "text.startsWith('Answer 2')")
     page.keyboard.press("/")
     assert page.evaluate("document.activeElement.type") == "search"
     page.evaluate("document.activeElement.blur()")
@@ -139,7 +148,7 @@ def test_the_help_lists_shortcuts_that_work(live_asgi, open_page, conversations,
     assert page.input_value("#chat-input") == "n/c"
     page.evaluate("navigator.clipboard.writeText('')")
     page.keyboard.press("Alt+Shift+KeyC")
-    page.wait_for_function("navigator.clipboard.readText().then(t => t.startsWith('Answer 2'))")
+    wait_for_clipboard(page, "text.startsWith('Answer 2')")
     page.keyboard.press("Alt+Shift+KeyF")
     assert page.evaluate("document.activeElement.type") == "search"
     page.focus("#chat-input")

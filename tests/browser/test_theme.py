@@ -148,5 +148,5 @@ def test_the_system_theme_follows_the_system(live_asgi, open_page, alice):
     sign_in(page, live_asgi.url)
     assert page.get_attribute("html", "data-theme") == "dark"
     page.emulate_media(color_scheme="light")
-    page.wait_for_function("document.documentElement.dataset.theme === 'light'")
+    page.wait_for_function("() => document.documentElement.dataset.theme === 'light'")
     assert page.watch.errors == [], page.watch.errors
