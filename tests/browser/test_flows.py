@@ -52,6 +52,7 @@ def test_the_whole_flow_from_sign_in_to_deleting_the_key(live_asgi, page, alice,
     page.fill("#id_api_key", OPENAI_SECRET)
     page.fill("#id_base_url", fake.openai_url)
     page.fill("#id_default_model", "gpt-4o-mini")
+    screenshot(page, "en-keys-wizard-key")
     page.click("[data-step='2'] [data-next]")
     page.click("[data-check]")
     page.locator("[data-check-result]", has_text="gpt-4o-mini").wait_for()
