@@ -141,6 +141,17 @@
     // The server gives the address pattern (built with {% url %} for conversation 0).
     const url = form.dataset.conversationUrl.replace(/\/0\/$/, `/${id}/`);
     window.history.replaceState(null, "", url);
+    // The header names the new conversation and offers Rename and Delete at once.
+    const heading = document.getElementById("chat-title");
+    document.title = document.title.replace(heading.textContent, title || strings.untitled);
+    heading.textContent = title || strings.untitled;
+    document.querySelectorAll("[data-needs-conversation]").forEach((node) => {
+      node.hidden = false;
+      const target = node.matches("form") ? node : node.querySelector("form");
+      target.setAttribute("action", target.getAttribute("action").replace("/0/", `/${id}/`));
+      const titleInput = target.querySelector("input[name=title]");
+      if (titleInput) titleInput.value = title;
+    });
     const ul = document.getElementById("conversation-list");
     if (ul) {
       const li = element("li");
@@ -244,7 +255,8 @@
       if (!regenerate && !resume) input.value = "";
       const parse = sseParser((name, data) => {
         if (name === "meta") {
-          rememberConversation(data.conversation, text.trim().slice(0, 80));
+          // The server's title for a new conversation: the message's words, at most 80 characters.
+          rememberConversation(data.conversation, text.split(/\s+/).filter(Boolean).join(" ").slice(0, 80));
           reply.article.dataset.messageId = data.message;
           if (sentBubble) sentBubble.dataset.messageId = data.user_message;
         } else if (name === "delta") {

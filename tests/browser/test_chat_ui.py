@@ -17,7 +17,7 @@ def test_the_first_reply_moves_to_the_address_the_server_gave(live_asgi, page, a
     make_key(alice, fake)
     sign_in(page, live_asgi.url)
     page.goto(f"{live_asgi.url}/ai-chat/")
-    page.fill("#chat-input", "hello")
+    page.fill("#chat-input", "  hello\n")
     page.keyboard.press("Enter")
     page.wait_for_selector("article.assistant.complete")
     conversation = Conversation.objects.get(owner=alice)
@@ -25,6 +25,20 @@ def test_the_first_reply_moves_to_the_address_the_server_gave(live_asgi, page, a
     page.wait_for_url(f"{live_asgi.url}{expected}")
     link = page.locator("#conversation-list a").first
     assert link.get_attribute("href") == expected
+
+    # The header names it and offers Rename and Delete without a reload.
+    assert page.inner_text("#chat-title") == conversation.title == "hello"
+    assert "hello" in page.title()
+    page.click(".rename summary")
+    assert page.input_value(".rename input[name=title]") == "hello"
+    page.fill(".rename input[name=title]", "Renamed at once")
+    page.click(".rename button[type=submit]")
+    page.locator("#chat-title", has_text="Renamed at once").wait_for()
+    conversation.refresh_from_db()
+    assert conversation.title == "Renamed at once"
+    page.goto(f"{live_asgi.url}/ai-chat/")
+    assert not page.locator(".chat-head .danger").is_visible()
+    assert not page.locator(".rename").is_visible()
     assert page.watch.errors == [], page.watch.errors
 
 
