@@ -11,6 +11,7 @@ from django.utils.translation import gettext_lazy as _
 
 from api_manager.models import ProviderName
 from api_manager.providers import netguard
+from core.templatetags.panel import without_credentials
 
 MAX_KEY_LENGTH = 512
 
@@ -19,26 +20,60 @@ def has_control_characters(value: str) -> bool:
     return any(unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp"} for ch in value)
 
 
+class URLWithoutCredentialsInput(forms.URLInput):
+    """A URL input that never shows `user:password@` back, even for a refused form."""
+
+    def format_value(self, value: object) -> str | None:
+        formatted = super().format_value(value)
+        return without_credentials(formatted) if formatted else formatted
+
+
 class ProviderKeyForm(forms.Form):
-    provider = forms.ChoiceField(label=_("Provider"), choices=ProviderName.choices)
-    label = forms.CharField(label=_("Label"), max_length=100)
+    # The widgets' attributes are what the settings page's wizard shows: the template renders
+    # these bound fields as they are, so the page cannot drift from the form.
+    provider = forms.ChoiceField(
+        label=_("Provider"),
+        choices=ProviderName.choices,
+        initial=ProviderName.OPENAI,
+        widget=forms.RadioSelect,
+    )
+    label = forms.CharField(
+        label=_("Label"),
+        max_length=100,
+        widget=forms.TextInput(attrs={"dir": "auto", "placeholder": _("e.g. Team OpenAI")}),
+    )
     api_key = forms.CharField(
         label=_("API key"),
         strip=False,
         error_messages={"required": _("Paste the API key.")},
         widget=forms.PasswordInput(
-            render_value=False, attrs={"autocomplete": "off", "spellcheck": "false"}
+            render_value=False,
+            attrs={"autocomplete": "off", "spellcheck": "false", "class": "mono"},
         ),
     )
     base_url = forms.CharField(
         label=_("Base URL"),
         required=False,
         max_length=500,
+        widget=URLWithoutCredentialsInput(
+            attrs={"class": "mono", "placeholder": "https://api.openai.com/v1"}
+        ),
         help_text=_(
             "Optional: any OpenAI- or Anthropic-compatible endpoint (a proxy, OpenRouter, a local server)."
         ),
     )
-    default_model = forms.CharField(label=_("Default model"), required=False, max_length=200)
+    default_model = forms.CharField(
+        label=_("Default model"),
+        required=False,
+        max_length=200,
+        widget=forms.TextInput(
+            attrs={
+                "class": "mono",
+                "list": "model-options",
+                "placeholder": "gpt-4o-mini / claude-sonnet-4-6",
+            }
+        ),
+    )
     shared = forms.BooleanField(label=_("Share with the team"), required=False)
     monthly_token_budget = forms.IntegerField(
         label=_("Monthly token budget"), required=False, min_value=1, max_value=10**15

@@ -13,10 +13,18 @@
   const list = document.getElementById("messages");
   const sendButton = document.getElementById("chat-send");
   const stopButton = document.getElementById("chat-stop");
-  const status = document.getElementById("chat-status");
+  const alertBox = document.getElementById("chat-alert");
   const keySelect = document.getElementById("chat-key");
   const modelInput = document.getElementById("chat-model");
   let controller = null;
+
+  // -- the conversation list, behind a button on narrow screens ---------------------------
+  const listButton = document.querySelector("[data-action=conversations]");
+  listButton?.addEventListener("click", () => {
+    const open = listButton.getAttribute("aria-expanded") !== "true";
+    listButton.setAttribute("aria-expanded", String(open));
+    document.querySelector(".chat").classList.toggle("list-open", open);
+  });
 
   // -- key / model picker: the model field shows the key's default ------------------------
   function syncModelPlaceholder() {
@@ -38,23 +46,43 @@
     return node;
   }
 
+  // Copy buttons show their label through CSS (data-label), so a message's innerText, which
+  // the whole-message Copy takes, holds no "Copy" of the code blocks inside it.
+  function copyButton(className, getText) {
+    const button = element("button", className);
+    button.type = "button";
+    button.dataset.label = strings.copy;
+    button.setAttribute("aria-label", strings.copy);
+    button.addEventListener("click", () => copyText(button, getText()));
+    return button;
+  }
+
+  async function copyText(button, text) {
+    try {
+      await navigator.clipboard.writeText(text);
+      button.dataset.label = strings.copied;
+    } catch (err) {
+      button.dataset.label = "✕";
+    }
+    setTimeout(() => { button.dataset.label = strings.copy; }, 1500);
+  }
+
   function addCopyButtons(root) {
     root.querySelectorAll("pre").forEach((pre) => {
       if (pre.querySelector(".copy-btn")) return;
-      const button = element("button", "copy-btn", strings.copy);
-      button.type = "button";
-      button.addEventListener("click", async () => {
-        const code = pre.querySelector("code") || pre;
-        try {
-          await navigator.clipboard.writeText(code.innerText);
-          button.textContent = strings.copied;
-          setTimeout(() => { button.textContent = strings.copy; }, 1500);
-        } catch (err) {
-          button.textContent = "✕";
-        }
-      });
-      pre.appendChild(button);
+      pre.appendChild(copyButton("copy-btn", () => (pre.querySelector("code") || pre).innerText));
     });
+  }
+
+  // Every message gets a Copy of the whole message (data-action="copy").
+  function addMessageTools(article) {
+    if (article.querySelector("[data-action=copy]")) return;
+    const body = article.querySelector(".body");
+    const button = copyButton("link small", () => body.innerText.trim());
+    button.dataset.action = "copy";
+    const tools = element("div", "msg-tools");
+    tools.appendChild(button);
+    article.appendChild(tools);
   }
 
   function userBubble(text) {
@@ -63,6 +91,7 @@
     const body = element("div", "body", text);
     body.dir = "auto";
     article.appendChild(body);
+    addMessageTools(article);
     return article;
   }
 
@@ -73,13 +102,32 @@
     body.dir = "auto";
     const meta = element("div", "meta", strings.thinking);
     article.append(body, meta);
+    addMessageTools(article);
     return { article, body, meta };
   }
 
   function setBusy(busy) {
     sendButton.disabled = busy;
     stopButton.hidden = !busy;
-    if (!busy) status.textContent = "";
+  }
+
+  // A refusal stays in sight by the message box until the next try (role="alert" reads it out).
+  function showAlert(message) {
+    alertBox.textContent = message;
+    alertBox.hidden = false;
+  }
+
+  function clearAlert() {
+    alertBox.hidden = true;
+    alertBox.textContent = "";
+  }
+
+  // Plain words for a refusal: the server's reason, and what to do where the status says it.
+  async function describeRefusal(response) {
+    const said = await window.panel.errorOf(response);
+    const hint = { 413: strings.hintTooLong, 429: strings.hintBusy }[response.status];
+    if (said) return hint ? `${said} ${hint}` : said;
+    return hint || strings.refused.replace("{status}", response.status);
   }
 
   function conversationInput() {
@@ -90,8 +138,20 @@
     const field = conversationInput();
     if (field.value) return;
     field.value = id;
-    const url = `/ai-chat/c/${id}/`;
+    // The server gives the address pattern (built with {% url %} for conversation 0).
+    const url = form.dataset.conversationUrl.replace(/\/0\/$/, `/${id}/`);
     window.history.replaceState(null, "", url);
+    // The header names the new conversation and offers Rename and Delete at once.
+    const heading = document.getElementById("chat-title");
+    document.title = document.title.replace(heading.textContent, title || strings.untitled);
+    heading.textContent = title || strings.untitled;
+    document.querySelectorAll("[data-needs-conversation]").forEach((node) => {
+      node.hidden = false;
+      const target = node.matches("form") ? node : node.querySelector("form");
+      target.setAttribute("action", target.getAttribute("action").replace("/0/", `/${id}/`));
+      const titleInput = target.querySelector("input[name=title]");
+      if (titleInput) titleInput.value = title;
+    });
     const ul = document.getElementById("conversation-list");
     if (ul) {
       const li = element("li");
@@ -141,6 +201,7 @@
     const button = element("button", "link small", strings.regenerate);
     button.type = "button";
     button.dataset.regenerate = "1";
+    button.dataset.action = "regenerate";
     button.addEventListener("click", () => send({ regenerate: true }));
     article.querySelector(".meta").append(" · ", button);
   }
@@ -176,31 +237,28 @@
     setBusy(true);
     let finished = false;
     let received = "";
+    let answered = false;
+    clearAlert();
     try {
-      const response = await fetch(form.action, {
-        method: "POST",
-        body,
-        headers: { "X-CSRFToken": window.panelCsrfToken(), Accept: "text/event-stream" },
-        credentials: "same-origin",
-        signal: controller.signal,
+      const response = await window.panel.post(form.action, {
+        body, accept: "text/event-stream", signal: controller.signal,
       });
+      answered = true;
       if (!response.ok || !(response.headers.get("Content-Type") || "").startsWith("text/event-stream")) {
-        let message = `${response.status}`;
-        try { message = (await response.json()).error || message; } catch (err) { /* not JSON */ }
         // Nothing was saved: take the bubbles back and leave the text in the input.
         reply.article.remove();
         if (sentBubble) sentBubble.remove();
-        status.textContent = message;
-        status.classList.add("error");
+        showAlert(await describeRefusal(response));
         finished = true;
         return;
       }
       if (!regenerate && !resume) input.value = "";
-      status.classList.remove("error");
       const parse = sseParser((name, data) => {
         if (name === "meta") {
-          rememberConversation(data.conversation, text.trim().slice(0, 80));
+          // The server's title for a new conversation: the message's words, at most 80 characters.
+          rememberConversation(data.conversation, text.split(/\s+/).filter(Boolean).join(" ").slice(0, 80));
           reply.article.dataset.messageId = data.message;
+          if (sentBubble) sentBubble.dataset.messageId = data.user_message;
         } else if (name === "delta") {
           received += data.text;
           reply.body.textContent = received;
@@ -242,6 +300,11 @@
         reply.article.className = "msg assistant live stopped";
         reply.meta.textContent = strings.stopped;
         addRegenerate(reply.article);
+      } else if (!answered) {
+        // The panel was never reached: nothing was saved, so the message goes back to the box.
+        reply.article.remove();
+        if (sentBubble) sentBubble.remove();
+        showAlert(strings.unreachable);
       } else {
         reply.meta.textContent = strings.network;
       }
@@ -275,10 +338,7 @@
       const body = new FormData();
       body.set("decision", button.dataset.toolDecision);
       try {
-        const response = await fetch(button.dataset.url, {
-          method: "POST", body, credentials: "same-origin",
-          headers: { "X-CSRFToken": window.panelCsrfToken(), Accept: "application/json" },
-        });
+        const response = await window.panel.post(button.dataset.url, { body });
         const data = await response.json();
         if (!response.ok) throw new Error(data.error || String(response.status));
         const holder = element("div");
@@ -287,26 +347,24 @@
         if (data.continue) send({ resume: true });
       } catch (err) {
         card.querySelectorAll("button").forEach((b) => { b.disabled = false; });
-        status.textContent = err.message;
-        status.classList.add("error");
+        showAlert(err instanceof TypeError ? strings.unreachable : err.message);
       }
     } else if (button.dataset.undoUrl) {
       button.disabled = true;
+      let error;
       try {
-        const response = await fetch(button.dataset.undoUrl, {
-          method: "POST", credentials: "same-origin",
-          headers: { "X-CSRFToken": window.panelCsrfToken(), "Content-Type": "application/json" },
-          body: "{}",
-        });
-        const data = await response.json();
-        if (!response.ok) throw new Error(data.error || String(response.status));
-        button.replaceWith(element("span", "muted small", strings.undone));
+        const response = await window.panel.post(button.dataset.undoUrl, { json: {} });
+        if (response.ok) {
+          button.replaceWith(element("span", "muted small", strings.undone));
+          return;
+        }
+        error = (await window.panel.errorOf(response)) || String(response.status);
       } catch (err) {
-        // A refusal or a network error: the button comes back so the user can try again.
-        button.disabled = false;
-        status.textContent = err.message;
-        status.classList.add("error");
+        // The panel was not reached: the button must work again, or the change can never be undone.
+        error = strings.unreachable;
       }
+      button.disabled = false;
+      showAlert(error);
     }
   });
 
@@ -314,10 +372,80 @@
     if (controller) controller.abort();
   });
 
-  // Existing messages: copy buttons, and Regenerate on the last reply.
+  // -- the conversation list is one tab stop: arrows, Home and End move inside it ------------
+  const conversationList = document.getElementById("conversation-list");
+  function listLinks() {
+    return conversationList ? Array.from(conversationList.querySelectorAll("a")) : [];
+  }
+  function rovingStop() {
+    const links = listLinks();
+    const current = links.find((a) => a.classList.contains("active")) || links[0];
+    links.forEach((a) => { a.tabIndex = a === current ? 0 : -1; });
+  }
+  conversationList?.addEventListener("keydown", (event) => {
+    const links = listLinks();
+    const at = links.indexOf(document.activeElement);
+    if (at < 0) return;
+    const next = { ArrowDown: at + 1, ArrowUp: at - 1, Home: 0, End: links.length - 1 }[event.key];
+    if (next === undefined) return;
+    event.preventDefault();
+    const target = links[Math.max(0, Math.min(next, links.length - 1))];
+    links.forEach((a) => { a.tabIndex = a === target ? 0 : -1; });
+    target.focus();
+  });
+  rovingStop();
+  // A conversation added by the first reply joins the list as its tab stop.
+  if (conversationList) new MutationObserver(rovingStop).observe(conversationList, { childList: true });
+
+  // -- keyboard shortcuts (listed in the ? help) ----------------------------------------------
+  // Letters are matched by key position (event.code) so they work in a Persian layout too.
+  // Plain keys act when no text field has the focus; Alt+Shift+key acts from anywhere.
+  const help = document.getElementById("shortcuts");
+  const shortcuts = {
+    KeyN: () => { window.location.assign(document.querySelector("[data-new-chat]").href); },
+    Slash: () => {
+      // On a narrow screen the search is behind the conversations button: open it first.
+      if (listButton?.offsetParent && listButton.getAttribute("aria-expanded") !== "true") listButton.click();
+      document.querySelector(".chat-list input[type=search]")?.focus();
+    },
+    KeyC: () => {
+      const replies = list.querySelectorAll("article[data-role=assistant] [data-action=copy]");
+      replies[replies.length - 1]?.click();
+    },
+  };
+  function typing(target) {
+    return target instanceof HTMLElement &&
+      (target.isContentEditable || target.matches("input, textarea, select"));
+  }
+  function openHelp() {
+    if (!help.open) help.showModal();
+  }
+  document.querySelectorAll("[data-action=help]").forEach((b) => b.addEventListener("click", openHelp));
+  document.addEventListener("keydown", (event) => {
+    if (event.ctrlKey || event.metaKey || event.isComposing || help.open) return;
+    const anywhere = event.altKey && event.shiftKey;
+    if (!anywhere && (event.altKey || typing(event.target))) return;
+    if ((event.key === "?" || event.key === "؟") && !anywhere) {
+      event.preventDefault();
+      openHelp();
+      return;
+    }
+    // "/" is Shift+7 on some layouts: the plain key is read from event.key, the chord from code.
+    const action = anywhere ? shortcuts[event.code === "KeyF" ? "Slash" : event.code]
+      : shortcuts[event.key === "/" ? "Slash" : event.code];
+    if (!action || (!anywhere && event.shiftKey && event.key !== "/")) return;
+    event.preventDefault();
+    action();
+  });
+
+  // Existing messages: copy buttons, a Copy of each message, and Regenerate on the last reply.
   addCopyButtons(list);
   const articles = list.querySelectorAll("article.msg");
+  articles.forEach(addMessageTools);
   const last = articles[articles.length - 1];
   if (last && last.dataset.role === "assistant") addRegenerate(last);
   scrollDown();
+  // The message box has the focus when the chat opens (not on touch screens, where it would
+  // open the on-screen keyboard over the conversation).
+  if (!input.disabled && !window.matchMedia("(pointer: coarse)").matches) input.focus();
 })();

@@ -14,13 +14,7 @@
   }
 
   async function postForm(url, body) {
-    const response = await fetch(url, {
-      method: "POST",
-      body,
-      headers: { "X-CSRFToken": window.panelCsrfToken(), Accept: "application/json" },
-      credentials: "same-origin",
-    });
-    return response.json();
+    return (await window.panel.post(url, { body })).json();
   }
 
   // Per-key Test buttons.

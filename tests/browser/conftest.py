@@ -141,3 +141,34 @@ def page(chromium):
 def screenshot(page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
+DESKTOP = {"viewport": {"width": 1280, "height": 860}}
+
+
+@pytest.fixture
+def open_page(chromium, live_asgi):
+    """open_page(language, phone=False): a new page in its own context, the panel's language
+    set through Django's language cookie (what the sidebar's switch sets), errors watched."""
+    from django.conf import settings
+
+    contexts = []
+
+    def _open(language: str = "en", phone: bool = False):
+        context = chromium.new_context(
+            **(PHONE if phone else DESKTOP), locale="fa-IR" if language == "fa" else "en-US"
+        )
+        context.add_cookies(
+            [{"name": settings.LANGUAGE_COOKIE_NAME, "value": language, "url": live_asgi.url}]
+        )
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(15000)
+        page.watch = PageWatch(page)
+        page.on("dialog", lambda dialog: dialog.accept())
+        return page
+
+    yield _open
+    for context in contexts:
+        context.close()

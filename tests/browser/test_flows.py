@@ -27,6 +27,8 @@ def reply_length(page) -> int:
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
+    """Poll `predicate` (a database state, written by the server's threads: there is no event
+    to wait on) until it is truthy; page states are waited for with Playwright instead."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -52,6 +54,7 @@ def test_the_whole_flow_from_sign_in_to_deleting_the_key(live_asgi, page, alice,
     page.fill("#id_api_key", OPENAI_SECRET)
     page.fill("#id_base_url", fake.openai_url)
     page.fill("#id_default_model", "gpt-4o-mini")
+    screenshot(page, "en-keys-wizard-key")
     page.click("[data-step='2'] [data-next]")
     page.click("[data-check]")
     page.locator("[data-check-result]", has_text="gpt-4o-mini").wait_for()
@@ -70,14 +73,18 @@ def test_the_whole_flow_from_sign_in_to_deleting_the_key(live_asgi, page, alice,
     # Chat: the reply grows word by word.
     fake.long_words = 60
     page.goto(f"{base}/ai-chat/")
+    # The page records the reply's length at every change, instead of the test sampling it.
+    page.evaluate(
+        """() => { window.__lengths = []; new MutationObserver(() => {
+          const body = document.querySelector('article.assistant:last-of-type .body');
+          if (body) window.__lengths.push(body.textContent.length);
+        }).observe(document.getElementById('messages'),
+                   { subtree: true, childList: true, characterData: true }); }"""
+    )
     page.fill("#chat-input", "[[long]] please")
     page.keyboard.press("Enter")
-    lengths: list[int] = []
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not page.is_visible("article.assistant.complete"):
-        lengths.append(reply_length(page))
-        time.sleep(0.04)
     page.wait_for_selector("article.assistant.complete")
+    lengths: list[int] = page.evaluate("window.__lengths")
     growth = [b for a, b in zip(lengths, lengths[1:], strict=False) if b > a]
     assert len(growth) >= 3, lengths
     assert "/ai-chat/c/" in page.url
@@ -88,17 +95,21 @@ def test_the_whole_flow_from_sign_in_to_deleting_the_key(live_asgi, page, alice,
     fake.long_words = 400
     page.fill("#chat-input", "[[long]] again")
     page.keyboard.press("Enter")
-    wait_until(lambda: reply_length(page) > 40)
+    page.wait_for_function(
+        "() => (document.querySelector('article.assistant:last-of-type .body') || {})"
+        ".textContent?.length > 40"
+    )
     page.click("#chat-stop")
     page.wait_for_selector("article.assistant.stopped")
     partial = reply_length(page)
-    time.sleep(0.3)
-    assert reply_length(page) == partial > 0
     stopped = wait_until(
         lambda: Message.objects.filter(conversation=conversation, status=Status.STOPPED).first()
     )
     assert stopped.content.startswith("word0")
     assert fake.disconnected.wait(2)
+    # The provider's stream is closed and the reply saved: nothing more can come, and the
+    # partial text is still what the page showed at Stop.
+    assert reply_length(page) == partial > 0
 
     # Regenerate the stopped reply.
     fake.long_words = 20
@@ -267,18 +278,18 @@ def test_the_layout_works_on_a_phone(live_asgi, chromium, alice, fake):
         sign_in(page, live_asgi.url)
         for language in ("en", "fa"):
             page.goto(f"{live_asgi.url}/")
-            page.click("label.nav-toggle-label")
+            page.click("[data-action=menu]")
             page.click(f".sidebar .lang-switch button[value={language}]")
             page.wait_for_load_state()
             for name, path in (("dashboard", "/"), ("chat", "/ai-chat/")):
                 page.goto(live_asgi.url + path)
                 # The sidebar folds behind the menu button; nothing scrolls sideways.
                 assert not page.is_visible(".sidebar")
-                assert page.is_visible("label.nav-toggle-label")
+                assert page.is_visible("[data-action=menu]")
                 width = page.evaluate("document.documentElement.scrollWidth")
                 assert width <= 390, (language, name, width)
                 screenshot(page, f"phone-{language}-{name}")
-            page.click("label.nav-toggle-label")
+            page.click("[data-action=menu]")
             assert page.is_visible(".sidebar .nav")
         assert errors == [], errors
     finally:
