@@ -110,7 +110,7 @@ class ActionKind(models.TextChoices):
     APPEND = "append", _("append preview")
     CONFIRM = "confirm", _("append confirm")
     UNDO = "undo", _("undo")
-    # A decision on an approval card that matched no action (unknown card or message).
+    # A decision on an approval card that matched no action (unknown card, message or tool).
     DECIDE = "decide", _("card decision")
 
 

@@ -182,6 +182,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES[ACTIONS_QUERY_DATABASE]["OPTIONS"]["options"] = (
         f"-c default_transaction_read_only=on -c statement_timeout={ACTIONS_QUERY_TIMEOUT_MS}"
     )
+    if "pool" in DATABASES[ACTIONS_QUERY_DATABASE]["OPTIONS"]:
+        # Queries are rare: no idle connections kept for them, a few at once per worker.
+        DATABASES[ACTIONS_QUERY_DATABASE]["OPTIONS"]["pool"] = {
+            **DATABASES["default"]["OPTIONS"]["pool"],
+            "min_size": 0,
+            "max_size": 4,
+        }
 else:
     DATABASES[ACTIONS_QUERY_DATABASE].update(
         ENGINE="ai_chat.actions.readonly_sqlite",

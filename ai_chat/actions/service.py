@@ -145,7 +145,9 @@ def decide_card(
             raise ActionRefused(_("Say `approve` or `reject`."))
         approve = decision == "approve"
         reply, card = _claim(user, conversation_id, message_id, call_id, approve)
-        entry.kind = ActionKind.QUERY if card.is_query else ActionKind.CONFIRM
+        entry.kind = {QUERY_TOOL: ActionKind.QUERY, APPEND_TOOL: ActionKind.CONFIRM}.get(
+            card.name, ActionKind.DECIDE
+        )
         entry.payload = dict(card.arguments, decision=decision)
         try:
             for_model = _settle(user, card, approve, entry)
