@@ -71,8 +71,17 @@ def fake_provider():
     """The local fake OpenAI/Anthropic server, shared by the session (reset per test)."""
     from tests.fakes.server import FakeProviderServer
 
-    # On the port tests/settings.py allowed in PROVIDER_PRIVATE_HOSTS.
-    server = FakeProviderServer(port=int(os.environ["FAKE_PROVIDER_PORT"])).start()
+    from django.conf import settings
+
+    # On the port tests/settings.py allowed in PROVIDER_PRIVATE_HOSTS; should something have
+    # taken it meanwhile, on another one, allowed instead (here and for panels started later).
+    try:
+        server = FakeProviderServer(port=int(os.environ["FAKE_PROVIDER_PORT"])).start()
+    except (OSError, RuntimeError):
+        server = FakeProviderServer().start()
+        allowed = f"127.0.0.1:{server.port}"
+        os.environ["PROVIDER_PRIVATE_HOSTS"] = allowed
+        settings.PROVIDER_PRIVATE_HOSTS = [allowed]
     yield server
     server.stop()
 
