@@ -69,9 +69,9 @@ def admin_client(admin_user) -> Client:
 @pytest.fixture(scope="session")
 def fake_provider():
     """The local fake OpenAI/Anthropic server, shared by the session (reset per test)."""
-    from tests.fakes.server import FakeProviderServer
-
     from django.conf import settings
+
+    from tests.fakes.server import FakeProviderServer
 
     # On the port tests/settings.py allowed in PROVIDER_PRIVATE_HOSTS; should something have
     # taken it meanwhile, on another one, allowed instead (here and for panels started later).
