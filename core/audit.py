@@ -20,10 +20,7 @@ logger = logging.getLogger("bsepar.security")
 
 
 def _address(request: HttpRequest | None) -> str | None:
-    if request is None:
-        return None
-    address = client_ip(request)
-    return address if address != "unknown" else None
+    return client_ip(request) if request is not None else None
 
 
 def _actor(request: HttpRequest | None) -> str:

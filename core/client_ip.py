@@ -36,13 +36,15 @@ def is_trusted_proxy(address: str) -> bool:
     return any(ip in net for net in _networks(tuple(settings.TRUSTED_PROXIES)))
 
 
-def client_ip(request: HttpRequest) -> str:
+def client_ip(request: HttpRequest) -> str | None:
     """The address of the client: `X-Real-IP` (one address, set by nginx) when the request came
-    through a trusted proxy, else the connection's own address. Never empty: an unusable
-    value becomes the connection's address, so no two clients fall into one empty bucket."""
+    through a trusted proxy, else the connection's own address. An unusable header falls back
+    to the connection's address, so no two clients fall into one empty bucket. None only for a
+    request that came from no connection at all (one built in code, as test clients do)."""
     remote = request.META.get("REMOTE_ADDR", "") or ""
-    if is_trusted_proxy(remote):
+    # No peer address: a Unix socket, which only this machine (the proxy) can reach.
+    if not remote or is_trusted_proxy(remote):
         real = _address(request.META.get("HTTP_X_REAL_IP", ""))
         if real is not None:
             return str(real)
-    return remote or "unknown"
+    return remote or None

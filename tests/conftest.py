@@ -69,10 +69,19 @@ def admin_client(admin_user) -> Client:
 @pytest.fixture(scope="session")
 def fake_provider():
     """The local fake OpenAI/Anthropic server, shared by the session (reset per test)."""
+    from django.conf import settings
+
     from tests.fakes.server import FakeProviderServer
 
-    # On the port tests/settings.py allowed in PROVIDER_PRIVATE_HOSTS.
-    server = FakeProviderServer(port=int(os.environ["FAKE_PROVIDER_PORT"])).start()
+    # On the port tests/settings.py allowed in PROVIDER_PRIVATE_HOSTS; should something have
+    # taken it meanwhile, on another one, allowed instead (here and for panels started later).
+    try:
+        server = FakeProviderServer(port=int(os.environ["FAKE_PROVIDER_PORT"])).start()
+    except (OSError, RuntimeError):
+        server = FakeProviderServer().start()
+        allowed = f"127.0.0.1:{server.port}"
+        os.environ["PROVIDER_PRIVATE_HOSTS"] = allowed
+        settings.PROVIDER_PRIVATE_HOSTS = [allowed]
     yield server
     server.stop()
 

@@ -21,16 +21,22 @@ os.environ.setdefault("CACHE_URL", "locmem://")
 
 
 def _free_port() -> int:
+    """A free port below Linux's ephemeral range (32768-60999), so that no outgoing connection
+    (to PostgreSQL, to the panels under test) is given it before the fake starts."""
+    import random
     import socket
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    for _ in range(100):
+        port = random.randint(20000, 32000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port for the fake provider")
 
 
-# The fake provider (tests/fakes/server.py, started by conftest) listens on loopback, which
-# base URLs may not reach unless allowed: its port is chosen here so that the setting, and the
-# panels tests/stack.py starts (they inherit the environment), allow exactly it.
 os.environ.setdefault("FAKE_PROVIDER_PORT", str(_free_port()))
 os.environ.setdefault("PROVIDER_PRIVATE_HOSTS", f"127.0.0.1:{os.environ['FAKE_PROVIDER_PORT']}")
 

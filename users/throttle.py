@@ -20,8 +20,8 @@ from django.http import HttpRequest
 from core.client_ip import client_ip
 
 
-def _key(address: str) -> str:
-    return "login-failures:" + hashlib.sha256(address.encode()).hexdigest()[:32]
+def _key(address: str | None) -> str:
+    return "login-failures:" + hashlib.sha256((address or "").encode()).hexdigest()[:32]
 
 
 def _window() -> int:

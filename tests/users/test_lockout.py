@@ -113,3 +113,9 @@ def test_one_address_trying_many_usernames_is_refused(alice):
     assert spray.get("/", **via_proxy("203.0.113.9")).status_code == 302
     # Another address is not affected.
     assert sign_in(Client(), "alice", PASSWORD, **via_proxy("198.51.100.7")).status_code == 302
+
+
+def test_behind_a_unix_socket_the_proxys_header_is_used():
+    # A Unix socket has no peer address; only the proxy on this machine can reach it.
+    request = RequestFactory().get("/", REMOTE_ADDR="", HTTP_X_REAL_IP="198.51.100.7")
+    assert client_ip(request) == "198.51.100.7"

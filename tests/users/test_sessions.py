@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from django.contrib.sessions.models import Session
 from django.test import Client
 
@@ -143,3 +144,15 @@ def test_pages_are_never_stored_by_a_cache(alice_client):
         response = alice_client.get(path)
         directives = {part.strip() for part in response["Cache-Control"].split(",")}
         assert {"no-store", "private"} <= directives, path
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_pages_served_by_the_asgi_application_are_not_stored_either(alice):
+    from tests.core.test_security_headers import asgi_client
+
+    async with asgi_client(alice) as client:
+        for path in ("/", "/api-manager/settings/"):
+            response = await client.get(path)
+            assert response.status_code == 200
+            directives = {part.strip() for part in response.headers["cache-control"].split(",")}
+            assert {"no-store", "private"} <= directives, path
