@@ -9,7 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
-from django.db.models import Case, F, Q, Sum, Value, When
+from django.db.models import Case, F, OuterRef, Q, Subquery, Sum, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -75,13 +75,17 @@ class ProviderKeyQuerySet(models.QuerySet["ProviderKey"]):
     def with_month_tokens(self) -> ProviderKeyQuerySet:
         """Annotate `month_in` and `month_out`: tokens used since the month began.
 
-        Summed from the daily rollups (at most a few rows per key and day), not the records.
+        Summed from this month's daily rollups of each key (a few rows per key and day, found
+        through the (key, day) index), not the records, nor the key's older months.
         """
-        since = Q(rollups__day__gte=month_start().date())
-        return self.annotate(
-            month_in=Coalesce(Sum("rollups__input_tokens", filter=since), 0),
-            month_out=Coalesce(Sum("rollups__output_tokens", filter=since), 0),
-        )
+        month = UsageRollup.objects.filter(key=OuterRef("pk"), day__gte=month_start().date())
+
+        def total(field: str) -> Coalesce:
+            return Coalesce(
+                Subquery(month.order_by().values("key").annotate(t=Sum(field)).values("t")), 0
+            )
+
+        return self.annotate(month_in=total("input_tokens"), month_out=total("output_tokens"))
 
 
 class ProviderKey(models.Model):

@@ -62,6 +62,24 @@ def test_the_settings_page_shows_tokens_this_month(alice_client, alice):
     assert "90" in html
 
 
+def test_the_settings_page_counts_only_this_months_tokens(alice_client, alice):
+    from api_manager.models import ProviderKey, month_start
+
+    key = make_key(alice)
+    UsageRecord.objects.record(key=key, provider="openai", input_tokens=30, output_tokens=60)
+    UsageRecord.objects.record(
+        key=key,
+        provider="openai",
+        input_tokens=1000,
+        output_tokens=1000,
+        created_at=month_start() - dt.timedelta(days=2),
+    )
+    annotated = ProviderKey.objects.with_month_tokens().get(pk=key.pk)
+    assert (annotated.month_in, annotated.month_out) == (30, 60)
+    html = alice_client.get("/api-manager/settings/").content.decode()
+    assert "2,090" not in html and "2090" not in html
+
+
 @pytest.mark.parametrize("size", [3, 300])
 def test_the_settings_page_query_count_is_constant(
     alice_client, alice, django_assert_num_queries, size
