@@ -184,6 +184,11 @@ reload_service() {
     systemctl daemon-reload
     if ! systemctl is-active --quiet bsepar-panel.service; then
         systemctl start bsepar-panel.service
+    elif [ -z "$from" ]; then
+        # Running, but not from a release: an install from before releases/ (its master has the
+        # old unit's command line). Once, a restart moves it to current/.
+        echo "moving the running service to $APP_DIR/current: restarting once"
+        systemctl restart bsepar-panel.service
     elif [ -n "$from" ] && [ "$(server_pins "$from")" != "$(server_pins "$to")" ]; then
         # The gunicorn master keeps the server libraries it started with; new ones need a new
         # master. This is the one upgrade that restarts (open chat streams are cut).
