@@ -23,3 +23,14 @@ accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 proc_name = "bsepar-panel"
+# gunicorn's control socket (gunicornc) would be made in the service user's home, the data
+# directory; systemctl (ExecReload: HUP) is how the service is driven.
+control_socket_disable = True
+
+
+def post_fork(server: object, worker: object) -> None:
+    """A worker forked after a reload (HUP) imports the release `current` now points at: forget
+    the directory listings the master cached for the paths it imported from before."""
+    import importlib
+
+    importlib.invalidate_caches()

@@ -214,9 +214,9 @@ class Nginx(Process):
         site = site.replace("listen 80;", f"listen 127.0.0.1:{self.http_port};").replace(
             "listen [::]:80;", ""
         )
-        site = site.replace("/etc/letsencrypt/live/panel.example.com/fullchain.pem", str(cert))
-        site = site.replace("/etc/letsencrypt/live/panel.example.com/privkey.pem", str(key))
-        site = site.replace("/opt/bsepar-panel/staticfiles/", static_root.rstrip("/") + "/")
+        site = site.replace("/etc/bsepar-panel/tls/fullchain.pem", str(cert))
+        site = site.replace("/etc/bsepar-panel/tls/privkey.pem", str(key))
+        site = site.replace("/opt/bsepar-panel/current/staticfiles/", static_root.rstrip("/") + "/")
         conf = self.dir / "nginx.conf"
         conf.write_text(
             f"""

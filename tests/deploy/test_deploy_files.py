@@ -40,8 +40,8 @@ http {{
 def site_with_test_certificates(tmp: Path) -> str:
     cert, key = stack.self_signed(tmp)
     site = (DEPLOY / "nginx.conf").read_text()
-    site = site.replace("/etc/letsencrypt/live/panel.example.com/fullchain.pem", str(cert))
-    return site.replace("/etc/letsencrypt/live/panel.example.com/privkey.pem", str(key))
+    site = site.replace("/etc/bsepar-panel/tls/fullchain.pem", str(cert))
+    return site.replace("/etc/bsepar-panel/tls/privkey.pem", str(key))
 
 
 @pytest.mark.skipif(
@@ -64,22 +64,45 @@ def test_the_nginx_site_passes_nginx_t(tmp_path):
     assert "test is successful" in result.stderr
 
 
+def test_the_nginx_site_serves_the_acme_challenge_and_static_files_once():
+    site = (DEPLOY / "nginx.conf").read_text()
+    port80 = site.split("listen 443")[0]
+    # certbot --webroot answers the challenge from its webroot, not through the app.
+    assert (
+        "location ^~ /.well-known/acme-challenge/ {\n        root /var/www/letsencrypt;" in port80
+    )
+    # The certificate is the installer's tls/ links (self-signed until certbot has run).
+    assert "/etc/letsencrypt/live" not in site.replace("# ", "")
+    assert "ssl_certificate     /etc/bsepar-panel/tls/fullchain.pem;" in site
+    static = site.split("location /static/ {")[1].split("}")[0]
+    assert "expires" not in static and static.count("Cache-Control") == 1
+    assert "alias /opt/bsepar-panel/current/staticfiles/;" in static
+    assert "$connection_upgrade" not in site
+    assert "location = /favicon.ico" in site
+
+
 @pytest.mark.skipif(
     shutil.which("systemd-analyze") is None, reason="systemd-analyze is not available"
 )
 @pytest.mark.parametrize(
-    "name", ["bsepar-panel.service", "bsepar-panel-cleanup.service", "bsepar-panel-cleanup.timer"]
+    "name",
+    [
+        "bsepar-panel.service",
+        "bsepar-panel-cleanup.service",
+        "bsepar-panel-cleanup.timer",
+        "bsepar-panel-backup.service",
+        "bsepar-panel-backup.timer",
+    ],
 )
 def test_the_systemd_units_verify(tmp_path, name):
     # verify insists that ExecStart's binary exists: point the units at stand-ins under
     # tmp_path, keeping every other line as shipped.
     fake_root = tmp_path / "opt"
-    (fake_root / ".venv" / "bin").mkdir(parents=True)
-    for binary in ("gunicorn", "python"):
-        stand_in = fake_root / ".venv" / "bin" / binary
-        stand_in.write_text("#!/bin/sh\n")
-        stand_in.chmod(0o755)
-    for unit_name in ("bsepar-panel-cleanup.service", name):
+    (fake_root / "current" / ".venv" / "bin").mkdir(parents=True)
+    stand_in = fake_root / "current" / ".venv" / "bin" / "python"
+    stand_in.write_text("#!/bin/sh\n")
+    stand_in.chmod(0o755)
+    for unit_name in ("bsepar-panel-cleanup.service", "bsepar-panel-backup.service", name):
         text = (DEPLOY / unit_name).read_text().replace("/opt/bsepar-panel", str(fake_root))
         (tmp_path / unit_name).write_text(text)
     unit_text = (DEPLOY / name).read_text()
@@ -106,8 +129,95 @@ def test_the_systemd_units_verify(tmp_path, name):
             assert needed in unit_text
 
 
-def test_install_sh_is_valid_bash():
-    result = subprocess.run(
-        ["bash", "-n", str(DEPLOY / "install.sh")], capture_output=True, text=True
-    )
+def sandbox(unit: str) -> list[str]:
+    lines = (DEPLOY / unit).read_text().splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("NoNewPrivileges")))
+    return [line for line in lines[start:] if line and not line.startswith(("#", "["))]
+
+
+@pytest.mark.parametrize("unit", ["bsepar-panel-cleanup.service", "bsepar-panel-backup.service"])
+def test_the_timer_units_have_the_main_units_sandbox(unit):
+    main = sandbox("bsepar-panel.service")
+    assert [line for line in main if line != "WantedBy=multi-user.target"] == sandbox(unit)
+
+
+def test_the_units_run_the_current_release_and_log_under_their_name():
+    service = (DEPLOY / "bsepar-panel.service").read_text()
+    assert "SyslogIdentifier=bsepar-panel\n" in service
+    assert (
+        "ExecStart=/opt/bsepar-panel/current/.venv/bin/python -m gunicorn "
+        "-c /opt/bsepar-panel/current/deploy/gunicorn.conf.py --chdir /opt/bsepar-panel/current "
+    ) in service
+    assert "ExecReload=/bin/kill -s HUP $MAINPID" in service
+    backup = (DEPLOY / "bsepar-panel-backup.service").read_text()
+    assert "manage.py backup --keep-days ${BACKUP_KEEP_DAYS}" in backup
+    assert "OnCalendar=daily" in (DEPLOY / "bsepar-panel-backup.timer").read_text()
+
+
+@pytest.mark.parametrize(
+    ("shell", "name"),
+    [
+        ("bash", "install.sh"),
+        ("sh", "bsepar-manage"),
+        ("sh", "certbot-deploy-hook.sh"),
+    ],
+)
+def test_the_scripts_are_valid_shell(shell, name):
+    result = subprocess.run([shell, "-n", str(DEPLOY / name)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def run_hook(tmp_path: Path, lineage: str, nginx_ok: bool = True) -> subprocess.CompletedProcess:
+    """The certbot deploy hook with this installation's tls/ under tmp_path and stand-ins for
+    nginx and systemctl that record how they were called."""
+    conf = tmp_path / "conf"
+    (conf / "tls").mkdir(parents=True, exist_ok=True)
+    for name, target in (("fullchain.pem", "selfsigned.pem"), ("privkey.pem", "selfsigned.key")):
+        link = conf / "tls" / name
+        if not link.is_symlink():
+            link.symlink_to(target)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    calls = tmp_path / "calls"
+    for tool, code in (("nginx", 0 if nginx_ok else 1), ("systemctl", 0)):
+        stub = bin_dir / tool
+        stub.write_text(f'#!/bin/sh\necho "{tool} $*" >> {calls}\nexit {code}\n')
+        stub.chmod(0o755)
+    hook = tmp_path / "hook"
+    hook.write_text(
+        (DEPLOY / "certbot-deploy-hook.sh").read_text().replace("/etc/bsepar-panel", str(conf))
+    )
+    return subprocess.run(
+        ["sh", str(hook)],
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "RENEWED_LINEAGE": lineage},
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_the_certbot_hook_switches_to_the_new_certificate_and_reloads_nginx(tmp_path):
+    tls = tmp_path / "conf" / "tls"
+    other = run_hook(tmp_path, "/etc/letsencrypt/live/other.example.org")
+    assert other.returncode == 0
+    assert (tls / "fullchain.pem").readlink() == Path("selfsigned.pem")
+    assert not (tmp_path / "calls").exists()
+
+    ours = run_hook(tmp_path, "/etc/letsencrypt/live/panel.example.com")
+    assert ours.returncode == 0, ours.stderr
+    assert (tls / "fullchain.pem").readlink() == Path(
+        "/etc/letsencrypt/live/panel.example.com/fullchain.pem"
+    )
+    assert (tls / "privkey.pem").readlink() == Path(
+        "/etc/letsencrypt/live/panel.example.com/privkey.pem"
+    )
+    assert (tmp_path / "calls").read_text().splitlines() == [
+        "nginx -t -q",
+        "systemctl reload nginx",
+    ]
+
+
+def test_the_certbot_hook_does_not_reload_a_broken_configuration(tmp_path):
+    result = run_hook(tmp_path, "/etc/letsencrypt/live/panel.example.com", nginx_ok=False)
+    assert result.returncode == 1
+    assert "not reloaded" in result.stderr
+    assert (tmp_path / "calls").read_text().splitlines() == ["nginx -t -q"]
