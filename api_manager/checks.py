@@ -18,10 +18,15 @@ def unsafe_base_urls(app_configs: Any = None, databases: Any = None, **kwargs: A
     their hosts."""
     if not databases:
         return []
+    from django.db import connections
+
     from api_manager.models import ProviderKey
 
     warnings = []
     for database in databases:
+        # `migrate` runs its checks before it migrates: on a fresh database there is no table yet.
+        if ProviderKey._meta.db_table not in connections[database].introspection.table_names():
+            continue
         keys = ProviderKey.objects.using(database).exclude(base_url="")
         for pk, label, owner, url in keys.values_list("pk", "label", "owner__username", "base_url"):
             try:

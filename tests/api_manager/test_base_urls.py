@@ -181,3 +181,24 @@ async def test_the_transport_connects_to_the_checked_address(fake, monkeypatch):
             await client.get(f"http://example.test:{fake.port}/v1/models")
     assert seen == ["example.test"]
     assert fake.requests == []
+
+
+def test_migrate_runs_on_a_fresh_database(tmp_path):
+    """The key check reads the keys' table: on a fresh database `migrate` (which runs the
+    checks first) must not fail because that table does not exist yet."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(
+        os.environ, DJANGO_DEBUG="on", DATABASE_URL=f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
+    )
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
