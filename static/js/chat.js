@@ -404,9 +404,11 @@
     }
   });
 
-  stopButton.addEventListener("click", () => {
+  // Stop, by the button or Escape: one function, so both do whatever Stop does.
+  function stopReply() {
     if (controller) controller.abort();
-  });
+  }
+  stopButton.addEventListener("click", stopReply);
 
   // -- the conversation list is one tab stop: arrows, Home and End move inside it ------------
   const conversationList = document.getElementById("conversation-list");
@@ -458,6 +460,13 @@
   }
   document.querySelectorAll("[data-action=help]").forEach((b) => b.addEventListener("click", openHelp));
   document.addEventListener("keydown", (event) => {
+    // Escape stops a reply being written, from anywhere (the message box included), unless it
+    // closes something first: the help dialog, or the drawer (panel.js marks that Escape spent).
+    if (event.key === "Escape" && controller && !event.isComposing && !event.defaultPrevented && !help.open) {
+      event.preventDefault();
+      stopReply();
+      return;
+    }
     if (event.ctrlKey || event.metaKey || event.isComposing || help.open) return;
     const anywhere = event.altKey && event.shiftKey;
     if (!anywhere && (event.altKey || typing(event.target))) return;
