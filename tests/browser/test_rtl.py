@@ -32,7 +32,9 @@ This paragraph is English.
 print("left to right")
 ```
 
-Closing words in English, so the stream is still going when the list is checked."""
+Closing words in English, so the stream is still going when the list is checked: """ + " ".join(
+    f"word{n}" for n in range(40)
+)
 
 # Each block's computed direction, the list's room for its numbers, the table's order.
 LOOK = """(body) => {
@@ -78,8 +80,11 @@ def test_each_block_of_a_reply_takes_its_own_direction(
     page.click("#chat-send")
     # While streaming (the browser's rendering), once the code block has begun...
     page.wait_for_selector("article.assistant.streaming .body pre")
-    live = page.evaluate(f"({LOOK})(document.querySelector('article.assistant .body'))")
-    assert live == EXPECTED
+    live = page.evaluate(
+        f"[({LOOK})(document.querySelector('article.assistant .body')),"
+        " !!document.querySelector('article.assistant.streaming')]"
+    )
+    assert live == [EXPECTED, True]  # the browser's rendering, looked at while it streams
     # ...and in the server's HTML at done, and after a reload.
     page.wait_for_selector("article.assistant.complete")
     assert page.eval_on_selector("article.assistant .body", LOOK) == EXPECTED
