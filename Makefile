@@ -26,10 +26,12 @@ install-dev: $(VENV)/.installed-dev
 .env:
 	$(PYTHON) deploy/make_env.py .env
 
+# The last thing before the server's own log: the banner (address, admin user, where its
+# password is), printed by ensure_admin, which also creates that admin on a fresh database.
 run: install .env
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py ensure_admin
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	$(BIN)/python manage.py ensure_admin --url http://$(HOST):$(PORT)/
 	BIND=$(HOST):$(PORT) $(BIN)/gunicorn -c deploy/gunicorn.conf.py bsepar_panel.asgi:application
 
 test: install-dev

@@ -178,7 +178,7 @@ def key_usage(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         raise Http404("No such key") from None
     days = stats.daily(UsageRollup.objects.filter(key=key))
     chart = stacked_bars(
-        [d.date.strftime("%m-%d") for d in days],
+        [d.date for d in days],
         [
             (_("input tokens"), [d.input_tokens for d in days]),
             (_("output tokens"), [d.output_tokens for d in days]),

@@ -5,7 +5,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
+
+import jdatetime
+
+from core.templatetags.panel import _persian, localize_digits, num
 
 
 @dataclass(frozen=True)
@@ -32,15 +37,27 @@ class Chart:
         return self.max_value == 0
 
 
+def day_label(day: dt.date | str) -> str:
+    """A day on the axis in the active language: month/day of the Jalali calendar in Persian
+    digits, or the Gregorian month-day in English. Text labels only get their digits localized."""
+    if not isinstance(day, dt.date):
+        return localize_digits(str(day))
+    if _persian():
+        return localize_digits(jdatetime.date.fromgregorian(date=day).strftime("%m/%d"))
+    return day.strftime("%m-%d")
+
+
 def stacked_bars(
-    labels: list[str],
+    labels: list[dt.date] | list[str],
     series: list[tuple[str, list[int]]],
     *,
     width: int = 720,
     height: int = 200,
     label_every: int = 5,
 ) -> Chart:
-    """Stack each series' values per label; bars scale to the tallest stack."""
+    """Stack each series' values per label; bars scale to the tallest stack. Labels that are
+    dates are written in the active language (`day_label`), as are the values in bar titles."""
+    labels = [day_label(label) for label in labels]
     plot_height = height - 20
     count = max(len(labels), 1)
     slot = width / count
@@ -62,7 +79,7 @@ def stacked_bars(
                     round(slot * 0.7, 2),
                     round(h, 2),
                     index,
-                    f"{label} · {name}: {value:,}",
+                    f"{label} · {name}: {num(value)}",
                 )
             )
     ticks = [

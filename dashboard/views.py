@@ -80,7 +80,7 @@ def index(request: AuthenticatedHttpRequest) -> HttpResponse:
             totals["tokens_in"] += row["tokens_in"]
             totals["tokens_out"] += row["tokens_out"]
             totals["cost"] += row["cost"]
-    chart = stacked_bars([d.strftime("%m-%d") for d in days], list(per_key.items()))
+    chart = stacked_bars(days, list(per_key.items()))
 
     keys = list(ProviderKey.objects.usable_by(user).with_month_tokens())
     recent_error = now - dt.timedelta(days=RECENT_ERROR_DAYS)

@@ -1,8 +1,8 @@
 // The chat: sends a message to POST /ai-chat/stream/ and reads the server-sent events with
-// fetch + ReadableStream, so the reply grows word by word. While streaming, the reply is shown
-// as plain text (textContent: nothing in it can run); when it is done, the server's sanitized
-// HTML replaces it. Stop aborts the request; the server then closes the provider's stream and
-// keeps what arrived.
+// fetch + ReadableStream, so the reply grows word by word. While streaming, the reply is
+// rendered as Markdown in the browser (js/markdown.js: markdown-it, then DOMPurify), at most
+// once per animation frame; when it is done, the server's sanitized HTML replaces it. Stop
+// aborts the request; the server then closes the provider's stream and keeps what arrived.
 "use strict";
 
 (function () {
@@ -67,12 +67,44 @@
     setTimeout(() => { button.dataset.label = strings.copy; }, 1500);
   }
 
+  // Code blocks: a Copy button, and their language (class "language-x") shown by CSS from
+  // data-lang, so neither is part of the text a Copy takes.
   function addCopyButtons(root) {
     root.querySelectorAll("pre").forEach((pre) => {
       if (pre.querySelector(".copy-btn")) return;
-      pre.appendChild(copyButton("copy-btn", () => (pre.querySelector("code") || pre).innerText));
+      const code = pre.querySelector("code");
+      const language = /(?:^|\s)language-(\S+)/.exec(code ? code.className : "");
+      if (language) pre.dataset.lang = language[1];
+      pre.appendChild(copyButton("copy-btn", () => (code || pre).innerText));
     });
   }
+
+  // -- the streaming reply as Markdown, once per animation frame -------------------------
+  // Deltas often come faster than frames: each one only records the text, and one frame paints
+  // the latest. Without the Markdown scripts the reply stays plain text (textContent).
+  let painting = null;
+  let frame = 0;
+  function paint() {
+    frame = 0;
+    const reply = painting;
+    if (!reply || !reply.live) return;
+    const html = window.panelMarkdown ? window.panelMarkdown.render(reply.text) : null;
+    if (html === null) {
+      reply.body.classList.add("plain");
+      reply.body.textContent = reply.text;
+    } else {
+      reply.body.removeAttribute("dir"); // every block carries its own direction
+      reply.body.innerHTML = html; // sanitized by DOMPurify with the server's allow-lists
+      addCopyButtons(reply.body);
+    }
+    scrollDown();
+  }
+  function renderSoon(reply) {
+    painting = reply;
+    if (!frame) frame = window.requestAnimationFrame(paint);
+  }
+  // KaTeX arrives after the first math: the live reply is painted again with it.
+  window.panelMarkdown?.onMath(() => { if (painting) renderSoon(painting); });
 
   // Every message gets a Copy of the whole message (data-action="copy").
   function addMessageTools(article) {
@@ -103,7 +135,7 @@
     const meta = element("div", "meta", strings.thinking);
     article.append(body, meta);
     addMessageTools(article);
-    return { article, body, meta };
+    return { article, body, meta, text: "", live: true };
   }
 
   function setBusy(busy) {
@@ -261,11 +293,13 @@
           if (sentBubble) sentBubble.dataset.messageId = data.user_message;
         } else if (name === "delta") {
           received += data.text;
-          reply.body.textContent = received;
+          reply.text = received;
           reply.meta.textContent = "";
-          scrollDown();
+          renderSoon(reply);
         } else if (name === "done") {
           finished = true;
+          reply.live = false; // a frame still to come must not paint over the server's HTML
+          reply.body.classList.remove("plain");
           reply.article.className = "msg assistant complete";
           reply.body.removeAttribute("dir");
           reply.body.innerHTML = data.html; // sanitized on the server (markdown-it + nh3)
@@ -282,7 +316,9 @@
           finished = true;
           reply.article.className = "msg assistant live error";
           reply.meta.textContent = "";
-          reply.meta.appendChild(element("span", "status-error", data.message));
+          const said = element("span", "status-error", data.message);
+          said.dir = "auto"; // an English provider error keeps its full stop at its end in Persian
+          reply.meta.appendChild(said);
           addRegenerate(reply.article);
         }
       });
@@ -368,9 +404,11 @@
     }
   });
 
-  stopButton.addEventListener("click", () => {
+  // Stop, by the button or Escape: one function, so both do whatever Stop does.
+  function stopReply() {
     if (controller) controller.abort();
-  });
+  }
+  stopButton.addEventListener("click", stopReply);
 
   // -- the conversation list is one tab stop: arrows, Home and End move inside it ------------
   const conversationList = document.getElementById("conversation-list");
@@ -422,6 +460,13 @@
   }
   document.querySelectorAll("[data-action=help]").forEach((b) => b.addEventListener("click", openHelp));
   document.addEventListener("keydown", (event) => {
+    // Escape stops a reply being written, from anywhere (the message box included), unless it
+    // closes something first: the help dialog, or the drawer (panel.js marks that Escape spent).
+    if (event.key === "Escape" && controller && !event.isComposing && !event.defaultPrevented && !help.open) {
+      event.preventDefault();
+      stopReply();
+      return;
+    }
     if (event.ctrlKey || event.metaKey || event.isComposing || help.open) return;
     const anywhere = event.altKey && event.shiftKey;
     if (!anywhere && (event.altKey || typing(event.target))) return;

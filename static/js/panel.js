@@ -58,6 +58,7 @@ window.panel = {
   backdrop.addEventListener("click", () => setOpen(false));
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && button.getAttribute("aria-expanded") === "true") {
+      event.preventDefault(); // this Escape is spent: the chat's Escape (stop a reply) leaves it
       setOpen(false);
       button.focus();
     }

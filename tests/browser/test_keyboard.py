@@ -155,3 +155,50 @@ def test_the_help_lists_shortcuts_that_work(live_asgi, open_page, conversations,
     page.keyboard.press("Alt+Shift+KeyN")
     page.wait_for_url(f"{live_asgi.url}/ai-chat/")
     assert page.watch.errors == [], page.watch.errors
+
+
+@pytest.mark.parametrize(("language", "phone"), [("en", False), ("fa", True)])
+def test_escape_stops_a_reply_as_the_stop_button_does(
+    live_asgi, open_page, alice, fake, language, phone
+):
+    from ai_chat.models import Status
+    from tests.browser.test_flows import wait_until
+
+    make_key(alice, fake)
+    fake.word_delay = 0.05
+    page = open_page(language, phone)
+    sign_in(page, live_asgi.url)
+    page.goto(f"{live_asgi.url}/ai-chat/")
+    page.fill("#chat-input", "[[long]]")
+    page.click("#chat-send")
+    growing = (
+        "(n) => (document.querySelector('article.assistant .body') || {}).textContent?.length > n"
+    )
+    page.wait_for_function(growing, arg=20)
+    assert page.is_visible("[data-action=stop]")
+
+    # An Escape that closes something first leaves the reply going: the help dialog, and on a
+    # phone the drawer.
+    page.click("[data-action=help]")
+    page.keyboard.press("Escape")
+    page.locator("#shortcuts").wait_for(state="hidden")
+    if phone:
+        page.click("[data-action=menu]")
+        page.keyboard.press("Escape")
+        assert page.get_attribute("[data-action=menu]", "aria-expanded") == "false"
+    length = page.evaluate("document.querySelector('article.assistant .body').textContent.length")
+    page.wait_for_function(growing, arg=length)
+    assert page.locator("article.assistant.stopped").count() == 0
+
+    # Escape, from the message box, stops it: the reply is saved as stopped with what arrived.
+    page.focus("#chat-input")
+    page.keyboard.press("Escape")
+    page.wait_for_selector("article.assistant.stopped")
+    assert not page.is_visible("[data-action=stop]")
+    stopped = wait_until(
+        lambda: Message.objects.filter(conversation__owner=alice, status=Status.STOPPED).first()
+    )
+    assert stopped.content.startswith("word0")
+    assert fake.disconnected.wait(5)
+    screenshot(page, f"{'phone-' if phone else ''}{language}-chat-escape-stopped")
+    assert page.watch.errors == [], page.watch.errors

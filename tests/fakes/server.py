@@ -17,7 +17,8 @@ Behaviour is chosen per request, so concurrent tests and a browser can drive it:
   result, the reply is "The tool returned: <its first 200 characters>". `[[stamp]]` (a reply
   of `long_words` pieces, each `t<wall-clock ns>` when sent: benchmarks measure relay delay),
   `[[error-event]]` (after the first half of the reply, an error event in the provider's own
-  format, as when a provider is overloaded mid-reply).
+  format, as when a provider is overloaded mid-reply), `[[scripted]]` (the reply is
+  `scripted_reply`, as a test sets it).
 
 `GET /_fake/stats` answers counters and the wall-clock times (ns) at which clients went away.
 
@@ -75,6 +76,9 @@ class FakeProviderServer:
     custom_tool_call: dict[str, str] = field(
         default_factory=lambda: {"id": "call_custom", "name": "run_query", "arguments": "{}"}
     )
+    # What `[[scripted]]` answers, as a test sets it (Markdown in several paragraphs, which the
+    # echo of the last paragraph cannot carry).
+    scripted_reply: str = ""
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> FakeProviderServer:
@@ -131,6 +135,7 @@ class FakeProviderServer:
         self.completed_streams = 0
         self.disconnected.clear()
         self.custom_tool_call = {"id": "call_custom", "name": "run_query", "arguments": "{}"}
+        self.scripted_reply = ""
 
     # -- helpers ---------------------------------------------------------------------
     @staticmethod
@@ -188,6 +193,8 @@ class FakeProviderServer:
             return " ".join(f"word{i}" for i in range(self.long_words))
         if "[[xss]]" in text:
             return XSS_REPLY
+        if "[[scripted]]" in text:
+            return self.scripted_reply
         if "[[echo-history]]" in text:
             return " | ".join(f"{m['role']}: {_text_of(m.get('content'))}" for m in messages)
         return f"Hello! You said: {text}"
