@@ -647,3 +647,55 @@ def saved_reply_of(message: Message) -> SavedReply:
 def render_cards(message: Message) -> str:
     """The approval cards of `message`, as the page shows them."""
     return render_to_string("ai_chat/tool_cards.html", {"message": message})
+
+
+def _branch(rows: list[tuple[int, int | None, str, bool]]) -> set[int]:
+    """The ids of the active branch, from every message's (id, parent id, role, selected),
+    oldest first: a message is active when it is selected and so is the one it follows. A
+    message without a parent follows the message before it (rows from before versions, tool
+    results, a reply not yet linked), except a user message, which starts the conversation."""
+    active: set[int] = set()
+    previous: int | None = None
+    for pk, parent_id, role, selected in rows:
+        if parent_id is None and role != Role.USER:
+            parent_id = previous
+        if selected and (parent_id is None or parent_id in active):
+            active.add(pk)
+        previous = pk
+    return active
+
+
+def _switch_version(user: Any, message_id: int, number: int) -> Conversation:
+    """Show version `number` of the turn of the user's message `message_id` (TurnRefused 404
+    if there is no such message or version), with the branch below it as it was last shown.
+    Returns the conversation."""
+    message = (
+        Message.objects.select_related("conversation")
+        .filter(pk=message_id, conversation__owner=user)
+        .first()
+    )
+    if message is None:
+        raise TurnRefused(_("No such message."), status=404)
+    conversation = message.conversation
+    siblings = _siblings(conversation, message)
+    target = siblings.filter(version=number).first()
+    if target is None:
+        raise TurnRefused(_("No such version."), status=404)
+    with transaction.atomic():
+        siblings.exclude(pk=target.pk).update(selected=False)
+        siblings.filter(pk=target.pk).update(selected=True)
+        rows = list(
+            conversation.messages.order_by("id").values_list("id", "parent_id", "role", "selected")
+        )
+        active = _branch(rows)
+        shown = set(conversation.messages.filter(active=True).values_list("id", flat=True))
+        # Only what changes is written, in batches small enough for any database's parameters.
+        for ids, value in ((sorted(shown - active), False), (sorted(active - shown), True)):
+            for start in range(0, len(ids), 500):
+                Message.objects.filter(pk__in=ids[start : start + 500]).update(active=value)
+    return conversation
+
+
+async def switch_version(user: Any, message_id: int, number: int) -> Conversation:
+    """Show another version of a turn (see `_switch_version`)."""
+    return await db.run(_switch_version, user, message_id, number)

@@ -12,4 +12,5 @@ urlpatterns = [
     path("stream/", views.stream, name="stream"),
     path("stream/<int:message_id>/", views.reattach, name="reattach"),
     path("messages/<int:message_id>/stop/", views.stop, name="stop"),
+    path("messages/<int:message_id>/version/", views.switch_version, name="switch_version"),
 ]

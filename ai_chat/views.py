@@ -213,3 +213,19 @@ async def stop(request: AuthenticatedHttpRequest, message_id: int) -> HttpRespon
     except jobs.ReplyNotFound:
         raise Http404("No such reply") from None
     return JsonResponse({"ok": True})
+
+
+@require_POST
+async def switch_version(request: AuthenticatedHttpRequest, message_id: int) -> HttpResponse:
+    """POST /ai-chat/messages/<message_id>/version/ with `version=k`: show version k of that
+    message's turn; back to the conversation (JSON `{"ok": true}` when asked for JSON)."""
+    number = request.POST.get("version", "")
+    if not number.isascii() or not number.isdigit() or len(number) > 9:
+        return JsonResponse({"error": _("No such version.")}, status=400)
+    try:
+        conversation = await services.switch_version(request.user, message_id, int(number))
+    except services.TurnRefused as exc:
+        return JsonResponse({"error": exc.message}, status=exc.status)
+    if "application/json" in request.headers.get("Accept", ""):
+        return JsonResponse({"ok": True})
+    return HttpResponseRedirect(reverse("ai_chat:conversation", args=[conversation.pk]))
