@@ -6,10 +6,13 @@ request that started it, a second tab, a reconnection. A client going away detac
 the job goes on until the reply is done, fails, is stopped, or reaches
 `CHAT_MAX_REPLY_SECONDS`, and then saves it once (`services._finish`).
 
-Across processes and servers the database carries what is needed:
+Across processes and servers:
 - Stop (`request_stop`): a job in this process is stopped at once; otherwise the reply's row is
-  flagged `stop_requested`, and the process running it finds the flag with one query for all
-  its running replies every `CHAT_STOP_POLL_SECONDS` (0.1 s).
+  flagged `stop_requested` and the flag is announced: through Redis pub/sub when the cache is
+  Redis, PostgreSQL's NOTIFY on PostgreSQL; each process listens (one subscription per
+  process). On SQLite, or while a listener is down, the process running the reply finds the
+  flag with one query for all its running replies every `CHAT_STOP_POLL_SECONDS` (0.1 s); with
+  a listener that poll is only a fallback, once a checkpoint.
 - Progress: every `CHAT_CHECKPOINT_SECONDS` (1 s) each process saves the text so far of its
   running replies that grew, in one UPDATE for all of them; a client attached on another
   process reads it from there (`events_from_database`). This also bounds what a crash loses.
@@ -23,12 +26,18 @@ with what arrived.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+# Imported with the module, not at the first Stop: the first Stop must be as quick as the others.
+import psycopg
+import redis
+import redis.asyncio
 from django.conf import settings
+from django.db import connection
 from django.utils.translation import gettext as _
 
 from ai_chat import services
@@ -219,6 +228,85 @@ class ReplyJob:
 # -- the registry (one per process) ----------------------------------------------------
 _jobs: dict[int, ReplyJob] = {}
 _pump: asyncio.Task[None] | None = None
+_listener: asyncio.Task[None] | None = None
+# Whether this process's Stop listener is subscribed (then the poll is only a fallback).
+_listening = False
+
+STOP_CHANNEL = "bsepar_reply_stop"
+
+
+def _redis_url() -> str | None:
+    """The cache's Redis URL when the cache is Redis (CACHE_URL=redis://…)."""
+    cache = settings.CACHES["default"]
+    if "redis" not in cache["BACKEND"].lower():
+        return None
+    location = cache["LOCATION"]
+    return location[0] if isinstance(location, list | tuple) else location
+
+
+@functools.cache
+def _redis_client(url: str) -> redis.Redis:
+    """One client (with its connection pool) per process, shared by the database threads."""
+    return redis.Redis.from_url(url)
+
+
+def _announce_stop(message_id: int) -> None:
+    """Tell every process that reply `message_id` is to stop (on a database thread)."""
+    if url := _redis_url():
+        _redis_client(url).publish(STOP_CHANNEL, str(message_id))
+    elif connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [STOP_CHANNEL, str(message_id)])
+
+
+def _stop_announced(payload: bytes | str) -> None:
+    try:
+        reply_id = int(payload)
+    except ValueError:
+        return
+    if job := _jobs.get(reply_id):
+        job.end(STOPPED)
+
+
+async def _listen() -> None:
+    """Receive Stop announcements for this process (Redis pub/sub or PostgreSQL LISTEN), for as
+    long as the event loop runs; on a failure, the poll takes over and the listener retries."""
+    global _listening
+    while True:
+        try:
+            if url := _redis_url():
+                async with redis.asyncio.Redis.from_url(url) as client:
+                    async with client.pubsub() as pubsub:
+                        await pubsub.subscribe(STOP_CHANNEL)
+                        _listening = True
+                        async for message in pubsub.listen():
+                            if message["type"] == "message":
+                                _stop_announced(message["data"])
+            elif connection.vendor == "postgresql":
+                database = settings.DATABASES["default"]
+                conninfo = psycopg.conninfo.make_conninfo(
+                    dbname=database["NAME"],
+                    user=database.get("USER") or None,
+                    password=database.get("PASSWORD") or None,
+                    host=database.get("HOST") or None,
+                    port=database.get("PORT") or None,
+                )
+                async with await psycopg.AsyncConnection.connect(
+                    conninfo, autocommit=True
+                ) as listener:
+                    await listener.execute(f"LISTEN {STOP_CHANNEL}")
+                    _listening = True
+                    async for notice in listener.notifies():
+                        _stop_announced(notice.payload)
+            else:
+                return  # SQLite: the poll is the way
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("the Stop listener failed; polling until it is back")
+        finally:
+            _listening = False
+        await asyncio.sleep(1)
 
 
 def get(reply_id: int) -> ReplyJob | None:
@@ -232,12 +320,15 @@ def running() -> list[ReplyJob]:
 
 def start(turn: services.Turn) -> ReplyJob:
     """Start generating the turn's reply as a task of this process (not of the caller)."""
-    global _pump
+    global _pump, _listener
     job = ReplyJob(turn)
     _jobs[job.reply_id] = job
     job.task = asyncio.get_running_loop().create_task(job.run(), name=f"reply-{job.reply_id}")
-    if _pump is None or _pump.done() or _pump.get_loop() is not asyncio.get_running_loop():
-        _pump = asyncio.get_running_loop().create_task(_pump_loop(), name="reply-pump")
+    loop = asyncio.get_running_loop()
+    if _pump is None or _pump.done() or _pump.get_loop() is not loop:
+        _pump = loop.create_task(_pump_loop(), name="reply-pump")
+    if _listener is None or _listener.done() or _listener.get_loop() is not loop:
+        _listener = loop.create_task(_listen(), name="reply-stop-listener")
     return job
 
 
@@ -264,12 +355,15 @@ async def _pump_loop() -> None:
         if not jobs:
             continue
         checkpoints: list[tuple[int, str]] = []
-        if time.monotonic() - last_checkpoint >= settings.CHAT_CHECKPOINT_SECONDS:
+        checkpoint = time.monotonic() - last_checkpoint >= settings.CHAT_CHECKPOINT_SECONDS
+        if checkpoint:
             last_checkpoint = time.monotonic()
             for job in jobs:
                 if job.length > job.checkpointed:
                     checkpoints.append((job.reply_id, job.text))
                     job.checkpointed = job.length
+        elif _listening:
+            continue  # Stop arrives through the listener; the poll is a fallback
         try:
             stopped = await db.run(_poll, [job.reply_id for job in jobs], checkpoints)
         except Exception:
@@ -278,6 +372,9 @@ async def _pump_loop() -> None:
         for reply_id in stopped:
             if job := _jobs.get(reply_id):
                 job.end(STOPPED)
+    # No reply left: the listener's subscription (a connection) is not kept for nothing.
+    if _listener is not None and _listener.get_loop() is asyncio.get_running_loop():
+        _listener.cancel()
 
 
 async def shutdown(grace: float) -> None:
@@ -318,7 +415,8 @@ async def request_stop(user: Any, message_id: int) -> None:
 
 def _flag_stop(user: Any, message_id: int) -> None:
     _reply_for_user(user, message_id)
-    Message.objects.filter(pk=message_id, status=Status.STREAMING).update(stop_requested=True)
+    if Message.objects.filter(pk=message_id, status=Status.STREAMING).update(stop_requested=True):
+        _announce_stop(message_id)
 
 
 async def attach(user: Any, message_id: int, after: int) -> AsyncIterator[str]:

@@ -269,7 +269,7 @@ CHAT_SHUTDOWN_SECONDS = env.float(
 )
 # Each worker looks for Stop requests made on other workers this often (one query for all of
 # its running replies), and saves their text so far this often (one UPDATE for all).
-CHAT_STOP_POLL_SECONDS = env.float("CHAT_STOP_POLL_SECONDS", default=0.1)
+CHAT_STOP_POLL_SECONDS = env.float("CHAT_STOP_POLL_SECONDS", default=0.05)
 CHAT_CHECKPOINT_SECONDS = env.float("CHAT_CHECKPOINT_SECONDS", default=1.0)
 CHAT_PAGE_MESSAGES = env.int("CHAT_PAGE_MESSAGES", default=50)
 

@@ -40,8 +40,8 @@ def fake(fake):
     return fake
 
 
-def start_panel(static_root: str, **extra: str) -> stack.Panel:
-    env = stack.panel_env(stack.database_url(connection.settings_dict), None, static_root, **extra)
+def start_panel(static_root: str, cache: str | None = None, **extra: str) -> stack.Panel:
+    env = stack.panel_env(stack.database_url(connection.settings_dict), cache, static_root, **extra)
     return stack.Panel(env)
 
 
@@ -235,6 +235,8 @@ def test_stop_from_another_server_closes_the_provider_stream_within_250_ms(panel
     for _ in range(3):
         next(events)
     two = Browser(panels[1], one.cookies)
+    # The Stop comes from a page that server two has served (not a cold worker).
+    assert two.client.get("/ai-chat/", headers=two.headers()).status_code == 200
     fake.disconnected.clear()
     asked_ns = time.time_ns()
     answer = two.post(f"/ai-chat/messages/{meta['message']}/stop/")
@@ -275,3 +277,41 @@ def test_a_graceful_restart_saves_a_running_reply_as_interrupted_with_what_arriv
     assert reply.status == Status.ERROR
     assert "interrupted" in reply.error_message
     assert reply.content and LONG.startswith(reply.content)
+
+
+@pytest.mark.parametrize("signal_path", ["redis", "postgresql"])
+def test_stop_is_announced_to_the_other_server_not_polled(signal_path, static_root, alice, fake):
+    """With Redis (pub/sub) or PostgreSQL (LISTEN/NOTIFY) the Stop reaches the process running
+    the reply at once: here the poll is set to once in 30 s, so only the announcement can be
+    in time."""
+    cache = stack.redis_url() if signal_path == "redis" else None
+    if signal_path == "redis" and cache is None:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    if signal_path == "postgresql" and connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only (DATABASE_URL=postgres://…)")
+    fake.word_delay = 0.02
+    key = make_key(alice, fake)
+    slow_poll = {"CHAT_STOP_POLL_SECONDS": "30", "CHAT_CHECKPOINT_SECONDS": "30"}
+    panels = [start_panel(static_root, cache, **slow_poll)]
+    try:
+        panels.append(start_panel(static_root, cache, **slow_poll))
+        one = Browser(panels[0])
+        one.sign_in()
+        events = one.events("POST", "/ai-chat/stream/", data={"message": "[[long]]", "key": key.pk})
+        _, _, meta = next(events)
+        for _ in range(3):
+            next(events)
+        two = Browser(panels[1], one.cookies)
+        # The Stop comes from a page that server two has served (not a cold worker).
+        assert two.client.get("/ai-chat/", headers=two.headers()).status_code == 200
+        fake.disconnected.clear()
+        asked_ns = time.time_ns()
+        assert two.post(f"/ai-chat/messages/{meta['message']}/stop/").json() == {"ok": True}
+        assert fake.disconnected.wait(5)
+        closed_ms = (fake.disconnect_times[-1] - asked_ns) / 1e6
+        assert closed_ms <= 250, closed_ms
+        rest = list(events)
+        assert rest[-1][0] == "done" and rest[-1][2]["status"] == "stopped"
+    finally:
+        for panel in panels:
+            panel.stop()
