@@ -315,3 +315,42 @@ def test_stop_is_announced_to_the_other_server_not_polled(signal_path, static_ro
     finally:
         for panel in panels:
             panel.stop()
+
+
+def test_with_redis_a_client_on_another_server_gets_every_piece_live(static_root, alice, fake):
+    """Through the reply's Redis stream, not the database: checkpoints are set to once in 30 s,
+    so the database would hold no text until the end."""
+    cache = stack.redis_url()
+    if cache is None:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    fake.word_delay = 0.01
+    key = make_key(alice, fake)
+    slow = {"CHAT_CHECKPOINT_SECONDS": "30"}
+    panels = [start_panel(static_root, cache, **slow)]
+    try:
+        panels.append(start_panel(static_root, cache, **slow))
+        one = Browser(panels[0])
+        one.sign_in()
+        events = one.events("POST", "/ai-chat/stream/", data={"message": "[[long]]", "key": key.pk})
+        _, _, meta = next(events)
+        held = ""
+        for _ in range(3):
+            held += next(events)[2]["text"]
+        events.close()  # the first client leaves; the reply goes on
+        two = Browser(panels[1], one.cookies)
+        seen: list[tuple[float, int, str]] = []
+        last = None
+        for name, event_id, data in two.events(
+            "GET", f"/ai-chat/stream/{meta['message']}/", headers={"Last-Event-ID": str(len(held))}
+        ):
+            if name == "delta":
+                seen.append((time.monotonic(), event_id, data["text"]))
+            last = (name, data)
+        assert last[0] == "done"
+        assert held + "".join(text for _, _, text in seen) == LONG
+        assert len(seen) >= 10, len(seen)
+        assert seen[-1][0] - seen[0][0] > 1.0
+        assert [i for _, i, _ in seen] == sorted(i for _, i, _ in seen)
+    finally:
+        for panel in panels:
+            panel.stop()
