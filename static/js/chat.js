@@ -331,6 +331,10 @@
     if (live && window.bseparReplies) window.bseparReplies.stop(live.dataset.messageId);
     else if (controller) controller.abort();
   });
+  // Esc stops a streaming reply too.
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && controller && !stopButton.hidden) stopButton.click();
+  });
 
   // Existing messages: copy buttons, and Regenerate on the last reply.
   addCopyButtons(list);

@@ -183,3 +183,20 @@ async def test_the_job_survives_its_request_and_checkpoints_its_text(alice, fake
     assert len(grown) >= 2, seen
     reply = await wait_until_saved(meta["message"])
     assert reply.status == Status.COMPLETE
+
+
+async def test_a_reply_is_cut_at_chat_max_reply_seconds_keeping_what_arrived(alice, fake, settings):
+    settings.CHAT_MAX_REPLY_SECONDS = 2
+    fake.word_delay = 0.05
+    key = await key_for(alice, fake)
+    client = await client_for(alice)
+    _, events = await stream(client, message="[[long]]", key=key.pk)
+    assert events[-1] == (
+        "error",
+        {"message": "The reply was cut after 2 seconds.", "code": "timeout"},
+    )
+    partial = "".join(d["text"] for n, d in events if n == "delta")
+    reply = await Message.objects.aget(pk=events[0][1]["message"])
+    assert reply.status == Status.ERROR and reply.error_code == "timeout"
+    assert reply.content == partial and partial
+    assert await asyncio.to_thread(fake.disconnected.wait, 2)
