@@ -200,3 +200,37 @@ async def test_a_reply_is_cut_at_chat_max_reply_seconds_keeping_what_arrived(ali
     assert reply.status == Status.ERROR and reply.error_code == "timeout"
     assert reply.content == partial and partial
     assert await asyncio.to_thread(fake.disconnected.wait, 2)
+
+
+async def test_the_asgi_entry_point_answers_lifespan_and_lets_running_replies_end(
+    alice, fake, settings
+):
+    """Django's handler refuses lifespan; the entry point answers it, and on shutdown saves a
+    running reply (here: after a grace of 0.2 s) as interrupted with what arrived."""
+    from bsepar_panel.asgi import application
+
+    settings.CHAT_SHUTDOWN_SECONDS = 0.2
+    fake.word_delay = 0.05
+    key = await key_for(alice, fake)
+    client = await client_for(alice)
+    response = await client.post(STREAM, {"message": "[[long]]", "key": key.pk})
+    chunks = aiter(response.streaming_content)
+    meta = parse_events((await anext(chunks)).decode())[0][1]
+    while "delta" not in (await anext(chunks)).decode():
+        pass
+    inbox: asyncio.Queue = asyncio.Queue()
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    await inbox.put({"type": "lifespan.startup"})
+    await inbox.put({"type": "lifespan.shutdown"})
+    await application({"type": "lifespan"}, inbox.get, send)
+    assert sent == [{"type": "lifespan.startup.complete"}, {"type": "lifespan.shutdown.complete"}]
+    reply = await Message.objects.aget(pk=meta["message"])
+    assert reply.status == Status.ERROR
+    assert "interrupted" in reply.error_message
+    assert reply.content
+    rest = parse_events("".join([c.decode() async for c in chunks]))
+    assert rest[-1][0] == "error"
