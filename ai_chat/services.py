@@ -260,12 +260,6 @@ def _check(user: Any, form: TurnForm) -> _Checked:
     if not model:
         raise TurnRefused(_("Choose a model: this key has no default model."))
     now = timezone.now()
-    if _running_replies(user, now) >= settings.CHAT_MAX_RUNNING_REPLIES:
-        raise TurnRefused(
-            _("You already have %(n)d replies generating: wait for one to finish, or stop one.")
-            % {"n": settings.CHAT_MAX_RUNNING_REPLIES},
-            status=429,
-        )
     edited = _edited(conversation, data["edit"]) if data["edit"] is not None else None
     return _Checked(
         user=user,
@@ -424,6 +418,14 @@ def _prepare(user: Any, data: dict[str, Any]) -> Turn:
     # One short transaction for whichever kind of turn: a kind refuses before it writes, and
     # anything refused later in it undoes the rows.
     with transaction.atomic():
+        # Counted inside the write transaction: on SQLite, whose write transactions run one at
+        # a time, two turns starting together cannot both take the last place.
+        if _running_replies(user, checked.now) >= settings.CHAT_MAX_RUNNING_REPLIES:
+            raise TurnRefused(
+                _("You already have %(n)d replies generating: wait for one to finish, or stop one.")
+                % {"n": settings.CHAT_MAX_RUNNING_REPLIES},
+                status=429,
+            )
         if form.kind == TurnKind.REGENERATE:
             started = _regenerate(checked)
         elif form.kind == TurnKind.CONTINUE:
