@@ -20,12 +20,13 @@ MAX_MODEL_CHARS = 200
 
 
 class TurnKind(enum.StrEnum):
-    """What a turn does: answer a new message, answer the last one again, or go on after an
-    action's result."""
+    """What a turn does: answer a new message, answer the last one again, go on after an
+    action's result, or answer a new version of an earlier user message."""
 
     MESSAGE = "message"
     REGENERATE = "regenerate"
     CONTINUE = "continue"
+    EDIT = "edit"
 
 
 class TextField(forms.Field):
@@ -69,7 +70,7 @@ class IdField(forms.Field):
 
 
 class TurnForm(forms.Form):
-    """`message`, `conversation`, `key`, `model`, `system`, `regenerate`, `continue`.
+    """`message`, `conversation`, `key`, `model`, `system`, `regenerate`, `continue`, `edit`.
 
     Form-encoded or JSON (the view hands a dict). After `is_valid()`, `kind` says which kind of
     turn it is and `refusal()` gives the first error's message and HTTP status.
@@ -81,6 +82,8 @@ class TurnForm(forms.Form):
     model = forms.CharField(required=False, max_length=None)
     system = TextField(required=False)
     regenerate = FlagField(required=False)
+    # The id of the user message that `message` is a new version of.
+    edit = IdField("message")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -93,6 +96,8 @@ class TurnForm(forms.Form):
             return TurnKind.REGENERATE
         if self.cleaned_data["continue"]:
             return TurnKind.CONTINUE
+        if self.cleaned_data["edit"] is not None:
+            return TurnKind.EDIT
         return TurnKind.MESSAGE
 
     def clean_model(self) -> str:
@@ -111,6 +116,11 @@ class TurnForm(forms.Form):
         regenerate, resume = data.get("regenerate"), data.get("continue")
         if regenerate and resume:
             raise ValidationError(_("Choose either regenerate or continue."))
+        if (regenerate or resume) and data.get("edit") is not None:
+            raise ValidationError(_("An edit is a message of its own: no regenerate or continue."))
+        if data.get("edit") is not None and data.get("conversation") is None:
+            if "conversation" not in self.errors:
+                raise ValidationError(_("Say which conversation the edited message is in."))
         if regenerate or resume:
             if data.get("conversation") is None and "conversation" not in self.errors:
                 raise ValidationError(_("Nothing to regenerate in a new conversation."))

@@ -82,12 +82,30 @@ class Message(models.Model):
     # Tool messages: which call this result answers.
     tool_call_id = models.CharField(max_length=100, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Versions and branches. Messages form a tree: `parent` is the message this one follows
+    # (None for a conversation's first). Versions of a turn are siblings: same parent, same
+    # role; `version` is this one's number among them (1-based) and `versions` how many there
+    # are (kept on every sibling, so a page shows "k / n" without counting). `selected` marks
+    # the sibling chosen at its fork (kept while its branch is hidden, so switching back
+    # restores the branch as it was); `active` marks the branch shown and sent to the model:
+    # a message is active when it and all its ancestors are selected.
+    parent = models.ForeignKey(
+        "self", on_delete=models.CASCADE, null=True, blank=True, related_name="children"
+    )
+    version = models.PositiveIntegerField(default=1)
+    versions = models.PositiveIntegerField(default=1)
+    selected = models.BooleanField(default=True)
+    active = models.BooleanField(default=True)
+    # Set by Stop when the reply's job may run in another process; the process running it
+    # polls for it (ai_chat/jobs.py).
+    stop_requested = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["id"]
         indexes = [
             models.Index(fields=["conversation", "-id"]),
             models.Index(fields=["status", "created_at"]),
+            models.Index(fields=["conversation", "active", "-id"], name="ai_chat_msg_branch"),
         ]
 
     def __str__(self) -> str:

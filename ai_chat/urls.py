@@ -10,4 +10,7 @@ urlpatterns = [
     path("c/<int:pk>/delete/", views.delete, name="delete"),
     path("c/<int:pk>/m/<int:message_id>/actions/<str:call_id>/", views.decide, name="decide"),
     path("stream/", views.stream, name="stream"),
+    path("stream/<int:message_id>/", views.reattach, name="reattach"),
+    path("messages/<int:message_id>/stop/", views.stop, name="stop"),
+    path("messages/<int:message_id>/version/", views.switch_version, name="switch_version"),
 ]

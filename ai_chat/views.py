@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from ai_chat import services
+from ai_chat import jobs, services
 from ai_chat.actions import service as actions
 from ai_chat.actions.errors import ActionRefused
 from ai_chat.models import ActionKind, Conversation, Message
@@ -60,7 +60,8 @@ def chat_page(request: AuthenticatedHttpRequest, pk: int | None = None) -> HttpR
     page_messages: list[Message] = []
     has_older = False
     if conversation is not None:
-        page = conversation.messages.select_related("usage").order_by("-id")
+        # The active branch only (other versions are reached by switching).
+        page = conversation.messages.filter(active=True).select_related("usage").order_by("-id")
         before = request.GET.get("before", "")
         if before.isdigit():
             page = page.filter(id__lt=int(before))
@@ -160,9 +161,63 @@ async def stream(request: AuthenticatedHttpRequest) -> HttpResponse:
         turn = await services.prepare_turn(request.user, data)
     except services.TurnRefused as exc:
         return JsonResponse({"error": exc.message}, status=exc.status)
-    response = StreamingHttpResponse(
-        services.run_turn(turn), content_type="text/event-stream; charset=utf-8"
-    )
+    # The reply is a job of this process: this response is only its first attached client.
+    job = jobs.start(turn)
+    return _event_stream(job.events(meta=True))
+
+
+def _event_stream(events: Any) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(events, content_type="text/event-stream; charset=utf-8")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
+
+
+def _resume_point(request: AuthenticatedHttpRequest) -> int | None:
+    """The code point the client holds the reply up to: `Last-Event-ID`, else `?after=`; 0
+    when neither is sent; None when one is not a count."""
+    value = request.headers.get("Last-Event-ID") or request.GET.get("after") or "0"
+    value = value.strip()
+    if not value.isascii() or not value.isdigit() or len(value) > 12:
+        return None
+    return int(value)
+
+
+@require_GET
+async def reattach(request: AuthenticatedHttpRequest, message_id: int) -> HttpResponse:
+    """GET /ai-chat/stream/<message_id>/: the reply's events after the client's last id, live
+    while it is generated (CONTRACT.md)."""
+    after = _resume_point(request)
+    if after is None:
+        return JsonResponse({"error": _("Last-Event-ID must be a number.")}, status=400)
+    try:
+        events = await jobs.attach(request.user, message_id, after)
+    except jobs.ReplyNotFound:
+        raise Http404("No such reply") from None
+    return _event_stream(events)
+
+
+@require_POST
+async def stop(request: AuthenticatedHttpRequest, message_id: int) -> HttpResponse:
+    """POST /ai-chat/messages/<message_id>/stop/: stop the reply wherever it is generated."""
+    try:
+        await jobs.request_stop(request.user, message_id)
+    except jobs.ReplyNotFound:
+        raise Http404("No such reply") from None
+    return JsonResponse({"ok": True})
+
+
+@require_POST
+async def switch_version(request: AuthenticatedHttpRequest, message_id: int) -> HttpResponse:
+    """POST /ai-chat/messages/<message_id>/version/ with `version=k`: show version k of that
+    message's turn; back to the conversation (JSON `{"ok": true}` when asked for JSON)."""
+    number = request.POST.get("version", "")
+    if not number.isascii() or not number.isdigit() or len(number) > 9:
+        return JsonResponse({"error": _("No such version.")}, status=400)
+    try:
+        conversation = await services.switch_version(request.user, message_id, int(number))
+    except services.TurnRefused as exc:
+        return JsonResponse({"error": exc.message}, status=exc.status)
+    if "application/json" in request.headers.get("Accept", ""):
+        return JsonResponse({"ok": True})
+    return HttpResponseRedirect(reverse("ai_chat:conversation", args=[conversation.pk]))

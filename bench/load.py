@@ -111,6 +111,8 @@ class Stack:
             PROVIDER_TIMEOUT="60",
             AXES_FAILURE_LIMIT="1000",
             PROVIDER_PRIVATE_HOSTS=f"127.0.0.1:{self.fake_port}",  # the fake is on loopback
+            # One bench user runs every stream: the per-user cap would refuse all but three.
+            CHAT_MAX_RUNNING_REPLIES="100000",
         )
         stack.collectstatic(static_root, self.env)
         out = subprocess.run(
@@ -403,17 +405,21 @@ async def idle_run(st: Stack, session: Session, n: int, hold: float) -> dict:
     return {"asked": n, "open_at_provider": opened, "errors_while_open": errors}
 
 
-async def disconnect_run(st: Stack, session: Session, n: int) -> dict:
+async def stop_run(st: Stack, session: Session, n: int) -> dict:
+    """`n` replies started together; each is stopped (POST .../stop/, which may land on another
+    worker than the reply's) after its fifth piece: how long until the provider's stream is
+    closed."""
     slots = [fresh() for _ in range(n)]
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=n + 10)) as client:
+    limits = httpx.Limits(max_connections=2 * n + 10)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         stats_url = f"{st.fake_url}/_fake/stats"
-        # The idle run's streams close as the panel notices their clients left: wait until
-        # none is open, so that only this run's streams are timed.
+        # The idle run's replies go on after their clients left (replies are jobs): wait until
+        # none is open at the provider, so that only this run's streams are timed.
         for _ in range(240):  # at most two minutes
             if not (await client.get(stats_url)).json()["open_streams"]:
                 break
             await asyncio.sleep(0.5)
-        # ...and until the panel has saved them (each is saved as `stopped`): workers quiet.
+        # ...and until the panel has saved them: workers quiet.
         pids = st.worker_pids()
         for _ in range(120):  # at most a minute
             busy = cpu_seconds(pids)
@@ -421,21 +427,50 @@ async def disconnect_run(st: Stack, session: Session, n: int) -> dict:
             if cpu_seconds(pids) - busy < 0.05:
                 break
         before = len((await client.get(stats_url)).json()["disconnect_times"])
-        await asyncio.gather(
-            *(
-                panel_stream(client, session, st.key, "[[stamp]]", slot, close_after=5)
-                for slot in slots
+
+        async def reply(slot: dict) -> None:
+            async with client.stream(
+                "POST",
+                f"{session.base}/ai-chat/stream/",
+                data={"message": "[[long]]", "key": st.key},
+                headers=session.headers(),
+            ) as response:
+                if response.status_code != 200:
+                    slot["errors"] += 1
+                    return
+                pieces = 0
+                async for line in response.aiter_lines():
+                    if line.startswith("data:") and '"user_message"' in line:
+                        reply_id = json.loads(line[5:])["message"]
+                    elif line.startswith("data:") and '"text"' in line:
+                        pieces += 1
+                        if pieces == 5:
+                            await stop(slot, reply_id)  # the stream then ends with `done`
+                    elif line.startswith("event: done"):
+                        slot["done"] += 1
+                        return
+
+        async def stop(slot: dict, reply_id: int) -> None:
+            sent = time.time_ns()
+            answer = await client.post(
+                f"{session.base}/ai-chat/messages/{reply_id}/stop/", headers=session.headers()
             )
-        )
-        await asyncio.sleep(2.0)
+            if answer.status_code == 200:
+                slot["closed_at"].append(sent)
+            else:
+                slot["errors"] += 1
+
+        await asyncio.gather(*(reply(slot) for slot in slots), return_exceptions=True)
+        await asyncio.sleep(1.0)
         times = (await client.get(stats_url)).json()["disconnect_times"][before:]
-    closed = sorted(t for slot in slots for t in slot["closed_at"])
+    stopped = sorted(t for slot in slots for t in slot["closed_at"])
     freed = sorted(times)
-    # Pair the k-th close with the k-th freed provider stream (both sorted in time).
-    delays = [(f - c) / 1e6 for c, f in zip(closed, freed, strict=False)]
+    # Pair the k-th Stop with the k-th freed provider stream (both sorted in time).
+    delays = [(f - c) / 1e6 for c, f in zip(stopped, freed, strict=False)]
     return {
-        "closed": len(closed),
+        "stopped": len(stopped),
         "freed": len(freed),
+        "ended": sum(slot["done"] for slot in slots),
         "free_p50": pct(delays, 50),
         "free_p99": pct(delays, 99),
     }
@@ -524,13 +559,13 @@ def report(results: dict) -> str:
         lines.append(
             f"| {name} | {alone['rps']:.0f} | {ms(alone['ttfb_p50'])} | {loaded['rps']:.0f} | {ms(loaded['ttfb_p50'])} |"
         )
-    idle, free = results["idle"], results["disconnect"]
+    idle, free = results["idle"], results["stop"]
     lines += [
         "",
-        "## Idle streams and closed clients",
+        "## Idle streams, and Stop",
         "",
         f"- Idle-but-open streams (slow first token): asked {idle['asked']}, open at the provider at once {idle['open_at_provider']}, errors {idle['errors_while_open']}.",
-        f"- A closed client frees its provider stream in p50 {ms(free['free_p50'])} ms, p99 {ms(free['free_p99'])} ms ({free['freed']} of {free['closed']} freed).",
+        f"- Stop frees the provider stream (50 replies running, each stopped): p50 {ms(free['free_p50'])} ms, p99 {ms(free['free_p99'])} ms ({free['freed']} of {free['stopped']} freed).",
         "",
         f"![added time to first token against concurrency](added_latency{'-pinned' if results.get('pinned') else ''}.png)",
         "",
@@ -614,8 +649,8 @@ async def main_async(args) -> dict:
         print("pages under load", json.dumps(results["pages_under_load"]), flush=True)
         results["idle"] = await idle_run(st, session, args.idle, args.idle_seconds)
         print("idle", json.dumps(results["idle"]), flush=True)
-        results["disconnect"] = await disconnect_run(st, session, 50)
-        print("disconnect", json.dumps(results["disconnect"]), flush=True)
+        results["stop"] = await stop_run(st, session, 50)
+        print("stop", json.dumps(results["stop"]), flush=True)
         return results
     finally:
         st.stop()

@@ -323,6 +323,18 @@ CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=32000)
 CHAT_CONTEXT_CHARS = env.int("CHAT_CONTEXT_CHARS", default=48000)
 CHAT_MAX_OUTPUT_TOKENS = env.int("CHAT_MAX_OUTPUT_TOKENS", default=4096)
 CHAT_HEARTBEAT_SECONDS = env.float("CHAT_HEARTBEAT_SECONDS", default=15.0)
+# Replies are jobs of the worker, not of the request (ai_chat/jobs.py).
+CHAT_MAX_REPLY_SECONDS = env.float("CHAT_MAX_REPLY_SECONDS", default=600.0)
+CHAT_MAX_RUNNING_REPLIES = env.int("CHAT_MAX_RUNNING_REPLIES", default=3)
+# On a graceful restart, how long running replies may go on before they are saved as
+# interrupted: under gunicorn's graceful timeout (deploy/gunicorn.conf.py), which kills.
+CHAT_SHUTDOWN_SECONDS = env.float(
+    "CHAT_SHUTDOWN_SECONDS", default=max(1.0, env.float("GUNICORN_GRACEFUL_TIMEOUT", 300.0) - 10)
+)
+# Each worker looks for Stop requests made on other workers this often (one query for all of
+# its running replies), and saves their text so far this often (one UPDATE for all).
+CHAT_STOP_POLL_SECONDS = env.float("CHAT_STOP_POLL_SECONDS", default=0.05)
+CHAT_CHECKPOINT_SECONDS = env.float("CHAT_CHECKPOINT_SECONDS", default=1.0)
 CHAT_PAGE_MESSAGES = env.int("CHAT_PAGE_MESSAGES", default=50)
 
 LOGGING = {

@@ -1,8 +1,9 @@
 // The chat: sends a message to POST /ai-chat/stream/ and reads the server-sent events with
 // fetch + ReadableStream, so the reply grows word by word. While streaming, the reply is
 // rendered as Markdown in the browser (js/markdown.js: markdown-it, then DOMPurify), at most
-// once per animation frame; when it is done, the server's sanitized HTML replaces it. Stop
-// aborts the request; the server then closes the provider's stream and keeps what arrived.
+// once per animation frame; when it is done, the server's sanitized HTML replaces it. The reply
+// is generated on the server whether or not this page stays: Stop asks the server to stop it
+// (replies.js), and a dropped stream is followed again from the last event id received.
 "use strict";
 
 (function () {
@@ -206,13 +207,15 @@
         const block = buffer.slice(0, end);
         buffer = buffer.slice(end + 2);
         let name = "message";
+        let id = null;
         const data = [];
         for (const line of block.split("\n")) {
           if (line.startsWith(":")) continue; // keep-alive comment
-          if (line.startsWith("event:")) name = line.slice(6).trim();
+          if (line.startsWith("id:")) id = line.slice(3).trim();
+          else if (line.startsWith("event:")) name = line.slice(6).trim();
           else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
         }
-        if (data.length) onEvent(name, JSON.parse(data.join("\n")));
+        if (data.length) onEvent(name, JSON.parse(data.join("\n")), id);
       }
     };
   }
@@ -271,6 +274,7 @@
     let received = "";
     let answered = false;
     clearAlert();
+    let lastId = "0"; // the last event id received: where a reconnection goes on from
     try {
       const response = await window.panel.post(form.action, {
         body, accept: "text/event-stream", signal: controller.signal,
@@ -285,7 +289,8 @@
         return;
       }
       if (!regenerate && !resume) input.value = "";
-      const parse = sseParser((name, data) => {
+      const parse = sseParser((name, data, id) => {
+        if (id !== null) lastId = id;
         if (name === "meta") {
           // The server's title for a new conversation: the message's words, at most 80 characters.
           rememberConversation(data.conversation, text.split(/\s+/).filter(Boolean).join(" ").slice(0, 80));
@@ -300,11 +305,12 @@
           finished = true;
           reply.live = false; // a frame still to come must not paint over the server's HTML
           reply.body.classList.remove("plain");
-          reply.article.className = "msg assistant complete";
+          reply.article.className = `msg assistant ${data.status || "complete"}`;
           reply.body.removeAttribute("dir");
           reply.body.innerHTML = data.html; // sanitized on the server (markdown-it + nh3)
           addCopyButtons(reply.body);
           reply.meta.textContent = describeUsage(data);
+          if (data.status === "stopped") reply.meta.prepend(`${strings.stopped} · `);
           if (data.cards_html) {
             // Approval cards, rendered (and escaped) by the server's templates.
             const cards = element("div", "tool-cards");
@@ -328,7 +334,13 @@
         if (done) break;
         parse(value);
       }
-      if (!finished) {
+      if (!finished && reply.article.dataset.messageId && window.bseparReplies) {
+        // The connection dropped, not the reply: follow it again from the last id.
+        finished = true;
+        window.bseparReplies.follow(reply.article, reply.article.dataset.messageId, lastId, () =>
+          addRegenerate(reply.article),
+        );
+      } else if (!finished) {
         reply.meta.textContent = strings.network;
       }
     } catch (err) {
@@ -341,6 +353,11 @@
         reply.article.remove();
         if (sentBubble) sentBubble.remove();
         showAlert(strings.unreachable);
+      } else if (reply.article.dataset.messageId && window.bseparReplies) {
+        // The connection dropped, not the reply: follow it again from the last id.
+        window.bseparReplies.follow(reply.article, reply.article.dataset.messageId, lastId, () =>
+          addRegenerate(reply.article),
+        );
       } else {
         reply.meta.textContent = strings.network;
       }
@@ -406,7 +423,10 @@
 
   // Stop, by the button or Escape: one function, so both do whatever Stop does.
   function stopReply() {
-    if (controller) controller.abort();
+    // The reply runs on the server: Stop asks it to stop; the stream then ends with `done`.
+    const live = list.querySelector("article.live[data-message-id]");
+    if (live && window.bseparReplies) window.bseparReplies.stop(live.dataset.messageId);
+    else if (controller) controller.abort();
   }
   stopButton.addEventListener("click", stopReply);
 

@@ -181,3 +181,40 @@ def test_stale_streaming_replies_are_closed_by_the_cleanup_command(alice):
     fresh.refresh_from_db()
     assert stale.status == Status.ERROR
     assert fresh.status == Status.STREAMING
+
+
+@pytest.mark.parametrize("size", [10, 10_000])
+def test_the_chat_page_query_count_is_constant_with_versions(
+    alice_client, alice, django_assert_num_queries, size
+):
+    """Every fourth reply has an earlier version (hidden) and says "2 / 2": the counts are on
+    the rows, so versions cost no query."""
+    make_key(alice)
+    conversation = Conversation.objects.create(owner=alice, title="versions")
+    rows = []
+    for i in range(size):
+        role = Role.USER if i % 2 == 0 else Role.ASSISTANT
+        versioned = i % 8 == 1
+        if versioned:
+            rows.append(
+                Message(
+                    conversation=conversation,
+                    role=role,
+                    content=f"old {i}",
+                    active=False,
+                    selected=False,
+                    version=1,
+                    versions=2,
+                )
+            )
+        counts = {"version": 2, "versions": 2} if versioned else {}
+        rows.append(Message(conversation=conversation, role=role, content=f"m{i}", **counts))
+    Message.objects.bulk_create(rows)
+    # 1 session, 2 user, 3 conversation, 4 the active branch's page with usage, 5 keys,
+    # 6 conversation list
+    with django_assert_num_queries(6):
+        response = alice_client.get(f"/ai-chat/c/{conversation.id}/")
+    page = response.content.decode()
+    assert f"m{size - 1}" in page
+    assert "old " not in page
+    assert page.count('data-action="prev-version"') >= 2

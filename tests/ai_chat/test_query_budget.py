@@ -1,4 +1,4 @@
-"""The stream path spends at most five queries (the session among them) before the provider is called, at any data size."""
+"""The stream path spends at most six queries (the session among them) before the provider is called, at any data size."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from django.test import override_settings
+from asgiref.sync import async_to_sync
+from django.test import AsyncClient, override_settings
 
 from ai_chat.models import Conversation, Message, Role
+from tests.ai_chat.helpers import read_all
 from tests.conftest import make_key
 
 # The turn's database work runs on core.db's threads, which must see the test's rows.
@@ -47,45 +49,71 @@ def real_queries(statements: list[str]) -> list[str]:
     return [sql for sql in statements if not sql.upper().startswith(skip)]
 
 
-def post_and_count(client, **data):
-    with captured_statements() as statements:
-        response = client.post("/ai-chat/stream/", data)
-    # The body (the provider call) streams later, when the response is read.
-    assert response.status_code == 200
-    return real_queries(statements)
+def post_and_count(user, **data):
+    """The queries of starting a turn (until the view answers). The reply is a job of the
+    event loop, so the request is made on one that lives until the reply is read (and saved,
+    outside the count)."""
+
+    # The worker's poll for Stop requests and its checkpoints run on their own clock, for all
+    # running replies, not as part of a request: kept out of the count.
+    @override_settings(CHAT_STOP_POLL_SECONDS=3600)
+    async def turn():
+        client = AsyncClient()
+        await client.aforce_login(user)
+        with captured_statements() as statements:
+            response = await client.post("/ai-chat/stream/", data)
+        # The body (the provider call, the reply's save) streams later, when it is read.
+        assert response.status_code == 200
+        await read_all(response)
+        return real_queries(statements)
+
+    return async_to_sync(turn)()
 
 
-def warm(client):
+def warm(user):
     """The tools a user may be offered are cached for a minute; the first turn of that minute
     costs two permission queries more, the others none."""
-    post_and_count(client, message="warm-up")
+    post_and_count(user, message="warm-up")
 
 
-def test_a_new_conversation_costs_five_queries(alice_client, alice, fake):
+def add_messages_with_versions(conversation: Conversation, size: int) -> None:
+    """`size` messages, alternately user and assistant, and after every fourth reply an earlier
+    version of it (hidden: another branch)."""
+    rows = []
+    for i in range(size):
+        role = Role.USER if i % 2 == 0 else Role.ASSISTANT
+        rows.append(Message(conversation=conversation, role=role, content=f"m{i}"))
+        if i % 8 == 1:
+            rows.append(
+                Message(
+                    conversation=conversation,
+                    role=role,
+                    content=f"m{i} v1",
+                    active=False,
+                    selected=False,
+                )
+            )
+    Message.objects.bulk_create(rows)
+
+
+def test_a_new_conversation_costs_six_queries(alice, fake):
     make_key(alice, fake)
-    warm(alice_client)
-    queries = post_and_count(alice_client, message="hello")
-    # 1 session, 2 user, 3 default key, 4 insert conversation, 5 insert the message and the
-    # reply row
-    assert len(queries) == 5, "\n".join(q[:200] for q in queries[:20])
+    warm(alice)
+    queries = post_and_count(alice, message="hello")
+    # 1 session, 2 user, 3 default key, 4 replies generating, 5 insert conversation, 6 insert
+    # the message and the reply row
+    assert len(queries) == 6, "\n".join(q[:200] for q in queries[:20])
 
 
 @pytest.mark.parametrize("size", [10, 10_000])
-def test_a_follow_up_costs_five_queries_at_any_history_size(alice_client, alice, fake, size):
+def test_a_follow_up_costs_six_queries_at_any_history_size(alice, fake, size):
     key = make_key(alice, fake)
     conversation = Conversation.objects.create(
         owner=alice, title="long", key=key, model=key.default_model
     )
-    Message.objects.bulk_create(
-        Message(
-            conversation=conversation,
-            role=Role.USER if i % 2 == 0 else Role.ASSISTANT,
-            content=f"m{i}",
-        )
-        for i in range(size)
-    )
-    warm(alice_client)
-    queries = post_and_count(alice_client, message="and then?", conversation=conversation.pk)
-    # 1 session, 2 user, 3 conversation with its key, 4 recent history, 5 insert the message
-    # and the reply row
-    assert len(queries) == 5, "\n".join(q[:200] for q in queries[:20])
+    add_messages_with_versions(conversation, size)
+    warm(alice)
+    queries = post_and_count(alice, message="and then?", conversation=conversation.pk)
+    # 1 session, 2 user, 3 conversation with its key, 4 replies generating, 5 the active
+    # branch's recent history, 6 insert the message and the reply row
+    assert len(queries) == 6, "\n".join(q[:200] for q in queries[:20])

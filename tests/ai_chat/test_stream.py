@@ -160,10 +160,14 @@ async def test_a_slow_first_token_gets_keep_alive_comments(alice, fake, settings
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-async def test_when_the_browser_goes_away_the_provider_stream_closes_and_the_partial_is_stopped(
+async def test_when_the_browser_goes_away_the_reply_goes_on_and_is_saved_whole(
     alice, fake, provider
 ):
-    fake.word_delay = 0.05
+    # Rewritten on purpose (issue #11): leaving used to stop the reply; now it is a job of the
+    # worker, which finishes it and does not close the provider's stream.
+    await quiet(fake)
+    fake.word_delay = 0.01
+    fake.long_words = 60
     key = await key_for(alice, fake, provider)
     client = await client_for(alice)
     response = await client.post(STREAM, {"message": "[[long]]", "key": key.pk})
@@ -182,13 +186,71 @@ async def test_when_the_browser_goes_away_the_provider_stream_closes_and_the_par
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    reply_id = parse_events("".join(received))[0][1]["message"]
+    reply = await wait_until_saved(reply_id)
+    assert reply.status == Status.COMPLETE
+    assert reply.content == " ".join(f"word{i}" for i in range(60))
+    assert reply.usage.status == "ok"
+    assert not reply.usage.estimated
+    assert fake.disconnects == 0
+    assert fake.completed_streams == 1
+
+
+async def quiet(fake) -> None:
+    """Wait until streams of earlier tests have ended at the fake (a timed-out one ends when
+    its slow first token is due), then clear its counters."""
+    for _ in range(200):
+        if fake.open_streams == 0:
+            break
+        await asyncio.sleep(0.05)
+    fake.reset()
+
+
+async def wait_until_saved(reply_id: int, seconds: float = 20.0) -> Message:
+    """The reply once its job has saved it (no longer `streaming`)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        reply = await Message.objects.select_related("usage").aget(pk=reply_id)
+        if reply.status != Status.STREAMING:
+            return reply
+        assert asyncio.get_running_loop().time() < deadline, "the reply was never saved"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_stop_closes_the_provider_stream_and_keeps_the_partial_as_stopped(
+    alice, fake, provider
+):
+    fake.word_delay = 0.05
+    key = await key_for(alice, fake, provider)
+    client = await client_for(alice)
+    response = await client.post(STREAM, {"message": "[[long]]", "key": key.pk})
+    received: list[str] = []
+    enough = asyncio.Event()
+
+    async def browser():
+        async for chunk in response.streaming_content:
+            received.append(chunk.decode() if isinstance(chunk, bytes) else chunk)
+            if sum(1 for c in received if "event: delta" in c) >= 3:
+                enough.set()
+
+    task = asyncio.create_task(browser())
+    await asyncio.wait_for(enough.wait(), 10)
+    reply_id = parse_events("".join(received))[0][1]["message"]
+    answer = await client.post(f"/ai-chat/messages/{reply_id}/stop/")
+    assert answer.status_code == 200
+    assert answer.json() == {"ok": True}
     assert await asyncio.to_thread(fake.disconnected.wait, 2)
     assert fake.completed_streams == 0
+    # The attached stream ends with `done`, status stopped.
+    await asyncio.wait_for(task, 10)
     events = parse_events("".join(received))
+    assert events[-1][0] == "done"
+    assert events[-1][1]["status"] == "stopped"
     partial = "".join(d["text"] for n, d in events if n == "delta")
-    reply = await Message.objects.select_related("usage").aget(pk=events[0][1]["message"])
+    reply = await Message.objects.select_related("usage").aget(pk=reply_id)
     assert reply.status == Status.STOPPED
-    assert reply.content.startswith(partial)
+    assert reply.content == partial
     assert reply.content
     assert reply.usage.status == "stopped"
     assert reply.usage.output_tokens > 0
@@ -300,18 +362,27 @@ async def test_xss_in_a_reply_is_rendered_inert(alice, fake, provider):
     assert reply.content_html == html
 
 
-async def test_regenerate_replaces_the_last_reply(alice, fake):
+async def test_regenerate_keeps_the_earlier_reply_as_a_version(alice, fake):
+    # Rewritten on purpose (issue #11): regenerate used to delete the earlier reply.
     key = await key_for(alice, fake)
     client = await client_for(alice)
     _, events = await stream(client, message="once", key=key.pk)
     conversation_id, first_reply = events[0][1]["conversation"], events[-1][1]["message"]
+    user_message = events[0][1]["user_message"]
     _, events = await stream(client, regenerate="1", conversation=conversation_id)
     assert events[-1][0] == "done"
-    assert events[0][1]["user_message"] != first_reply
-    assert not await Message.objects.filter(pk=first_reply).aexists()
-    roles = [
-        m.role async for m in Message.objects.filter(conversation_id=conversation_id).order_by("id")
+    assert events[0][1]["user_message"] == user_message
+    second_reply = events[-1][1]["message"]
+    first = await Message.objects.aget(pk=first_reply)
+    second = await Message.objects.aget(pk=second_reply)
+    assert first.content == second.content == "Hello! You said: once"
+    assert (first.parent_id, first.version, first.versions) == (user_message, 1, 2)
+    assert (second.parent_id, second.version, second.versions) == (user_message, 2, 2)
+    assert not first.active and second.active
+    active = [
+        m.role async for m in Message.objects.filter(conversation_id=conversation_id, active=True)
     ]
-    assert roles == ["user", "assistant"]
+    assert active == ["user", "assistant"]
     last_body = fake.requests[-1].body["messages"]
     assert last_body[-1] == {"role": "user", "content": "once"}
+    assert len(last_body) == 1

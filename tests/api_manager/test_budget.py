@@ -147,12 +147,11 @@ async def test_a_stopped_turn_settles_its_reservation(alice, fake):
 
     task = asyncio.create_task(browser())
     await asyncio.wait_for(enough.wait(), 10)
-    task.cancel()  # the client went away: the reply is saved as stopped
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    reply = await Message.objects.select_related("usage").aget(
-        pk=parse_events("".join(received))[0][1]["message"]
-    )
+    # Stop (leaving no longer stops a reply, issue #11): the reply is saved as stopped.
+    reply_id = parse_events("".join(received))[0][1]["message"]
+    assert (await client.post(f"/ai-chat/messages/{reply_id}/stop/")).status_code == 200
+    await asyncio.wait_for(task, 10)
+    reply = await Message.objects.select_related("usage").aget(pk=reply_id)
     assert reply.status == Status.STOPPED
     used = await month(key)
     assert used.reserved == 0

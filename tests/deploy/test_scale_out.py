@@ -227,6 +227,8 @@ def test_open_streams_hold_no_database_connection(transactional_db, static_root,
         DATABASE_POOL_MIN="1",
         DATABASE_POOL_MAX="3",
         DATABASE_POOL_TIMEOUT="2",
+        # Twelve replies of one user at once: above the per-user cap (issue #11), lifted here.
+        CHAT_MAX_RUNNING_REPLIES="100",
     )
     panel = stack.Panel(env)
     key = make_key(alice, fake)

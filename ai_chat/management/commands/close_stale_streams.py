@@ -1,9 +1,10 @@
 """Close replies left `streaming` by a worker that died mid-stream.
 
-A live stream saves its reply when it ends, however it ends; a row still `streaming` after
-`--minutes` belongs to a process that crashed or was killed. It is marked `error` (code
-`provider`) with whatever text it has (none: text is saved only at the end), and the budget
-reservations older than `--minutes` are released (api_manager.budget).
+A reply's job saves it when it ends, however it ends (on a graceful restart too, as
+interrupted); a row still `streaming` after `--minutes` belongs to a process that crashed or
+was killed. It is marked `error` (code `provider`) with the text of its last checkpoint (its
+worker saves the text of running replies about once a second: ai_chat/jobs.py), and the
+budget reservations older than `--minutes` are released (api_manager.budget).
 """
 
 from __future__ import annotations

@@ -1,0 +1,358 @@
+"""Replies that survive, through the real ASGI app: gunicorn with the uvicorn worker
+(tests/stack.py), two servers sharing the test database, the real SDKs against the fake
+provider. "Another worker" is another server process here: nothing but the database joins them.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from django.db import connection
+
+from ai_chat.models import Message, Status
+from tests import stack
+from tests.ai_chat.helpers import parse_events
+from tests.conftest import PASSWORD, make_key
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LONG = " ".join(f"word{i}" for i in range(400))
+
+
+@pytest.fixture(scope="module")
+def static_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("static"))
+    stack.collectstatic(root, stack.panel_env("sqlite:///unused.sqlite3", None, root))
+    return root
+
+
+@pytest.fixture
+def fake(fake):
+    """The fake, once the streams of earlier tests have ended (their counters cleared)."""
+    wait_for(lambda: fake.open_streams == 0, what="earlier streams to end")
+    fake.reset()
+    return fake
+
+
+def start_panel(static_root: str, cache: str | None = None, **extra: str) -> stack.Panel:
+    env = stack.panel_env(stack.database_url(connection.settings_dict), cache, static_root, **extra)
+    return stack.Panel(env)
+
+
+@pytest.fixture
+def panels(transactional_db, static_root):
+    started: list[stack.Panel] = []
+    try:
+        started = [start_panel(static_root), start_panel(static_root)]
+    except Exception:
+        for panel in started:
+            panel.stop()
+        raise
+    yield started
+    for panel in started:
+        panel.stop()
+
+
+@pytest.fixture
+def alice(alice, settings):
+    """alice, with a password hash the production settings can check (tests use MD5)."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    alice.set_password(PASSWORD)
+    alice.save(update_fields=["password"])
+    return alice
+
+
+class Browser:
+    """A signed-in client of one server. The panel's cookies are Secure, so over this plain
+    HTTP hop (as nginx would) they go as an explicit Cookie header."""
+
+    def __init__(self, server: stack.Panel, cookies: dict[str, str] | None = None) -> None:
+        self.server = server
+        self.cookies = dict(cookies or {})
+        self.client = httpx.Client(
+            base_url=server.url,
+            headers={
+                "Host": stack.HOST,
+                "X-Forwarded-Proto": "https",
+                "Referer": f"https://{stack.HOST}/",
+            },
+            timeout=30,
+        )
+
+    def headers(self, **extra: str) -> dict[str, str]:
+        cookie = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        return {"Cookie": cookie, "X-CSRFToken": self.cookies.get("csrftoken", ""), **extra}
+
+    def keep(self, response: httpx.Response) -> httpx.Response:
+        self.cookies.update(response.cookies.items())
+        return response
+
+    def token(self, path: str) -> str:
+        page = self.keep(self.client.get(path, headers=self.headers()))
+        return re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+
+    def sign_in(self) -> None:
+        token = self.token("/login/")
+        answer = self.client.post(
+            "/login/",
+            data={"username": "alice", "password": PASSWORD, "csrfmiddlewaretoken": token},
+            headers=self.headers(),
+        )
+        assert self.keep(answer).status_code == 302, answer.text
+        self.token("/ai-chat/")  # a CSRF cookie for the POSTs
+
+    def events(self, method: str, path: str, **kwargs) -> Iterator[tuple[str, int | None, object]]:
+        """The stream's events as (name, id, data), as they arrive."""
+        headers = self.headers(**kwargs.pop("headers", {}))
+        with self.client.stream(method, path, headers=headers, **kwargs) as response:
+            assert response.status_code == 200, response.read()
+            block: list[str] = []
+            for line in response.iter_lines():
+                if line:
+                    block.append(line)
+                    continue
+                event_id = next((int(x[3:].strip()) for x in block if x.startswith("id:")), None)
+                for name, data in parse_events("\n".join(block) + "\n\n"):
+                    yield name, event_id, data
+                block = []
+
+    def post(self, path: str, **data: object) -> httpx.Response:
+        return self.client.post(path, data=data, headers=self.headers())
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def wait_for(condition, seconds: float = 30.0, what: str = "the condition"):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def saved(reply_id: int) -> Message | None:
+    reply = Message.objects.filter(pk=reply_id).first()
+    return reply if reply is not None and reply.status != Status.STREAMING else None
+
+
+def test_leaving_mid_reply_the_reply_completes_and_the_provider_is_not_closed(panels, alice, fake):
+    fake.word_delay = 0.005
+    key = make_key(alice, fake)
+    one = Browser(panels[0])
+    one.sign_in()
+    events = one.events("POST", "/ai-chat/stream/", data={"message": "[[long]]", "key": key.pk})
+    name, event_id, meta = next(events)
+    assert (name, event_id) == ("meta", 0)
+    for _ in range(3):
+        assert next(events)[0] == "delta"
+    events.close()  # the browser goes away
+    one.close()
+    reply = wait_for(lambda: saved(meta["message"]), what="the reply to be saved")
+    assert reply.status == Status.COMPLETE
+    assert reply.content == LONG
+    assert fake.disconnects == 0
+    assert fake.completed_streams == 1
+
+
+def test_every_event_has_an_id_and_resuming_from_last_event_id_gives_the_reply_once(
+    panels, alice, fake
+):
+    fake.word_delay = 0.01
+    key = make_key(alice, fake)
+    one = Browser(panels[0])
+    one.sign_in()
+    events = one.events("POST", "/ai-chat/stream/", data={"message": "[[long]]", "key": key.pk})
+    _, _, meta = next(events)
+    held = ""
+    last_id = 0
+    for _ in range(5):
+        name, event_id, data = next(events)
+        assert name == "delta"
+        held += data["text"]
+        # A delta's id is the reply's length in code points up to and including it.
+        assert event_id == len(held)
+        last_id = event_id
+    events.close()
+    # Reconnect on the other server, with the last id the client got.
+    two = Browser(panels[1], one.cookies)
+    rest = list(
+        two.events(
+            "GET", f"/ai-chat/stream/{meta['message']}/", headers={"Last-Event-ID": str(last_id)}
+        )
+    )
+    names = [name for name, _, _ in rest]
+    assert names[-1] == "done"
+    assert set(names[:-1]) <= {"delta", "comment"}
+    text = held + "".join(data["text"] for name, _, data in rest if name == "delta")
+    assert text == LONG  # exactly once: nothing missing, nothing twice
+    ids = [event_id for name, event_id, _ in rest if name == "delta"]
+    assert ids == sorted(ids) and ids[-1] == len(LONG)
+    # A finished reply: the missing text and `done` at once (here through ?after=).
+    again = list(two.events("GET", f"/ai-chat/stream/{meta['message']}/?after={len(LONG) - 6}"))
+    assert [(n, d) for n, _, d in again if n == "delta"] == [("delta", {"text": LONG[-6:]})]
+    assert again[-1][0] == "done" and again[-1][2]["status"] == "complete"
+
+
+def test_a_second_client_on_another_server_watches_the_reply_grow(panels, alice, fake):
+    fake.word_delay = 0.01  # about four seconds of reply
+    key = make_key(alice, fake)
+    one = Browser(panels[0])
+    one.sign_in()
+    events = one.events("POST", "/ai-chat/stream/", data={"message": "[[long]]", "key": key.pk})
+    _, _, meta = next(events)
+    # The starting client stays attached, reading in the background.
+    first_client = threading.Thread(target=lambda: list(events), daemon=True)
+    first_client.start()
+    two = Browser(panels[1], one.cookies)
+    seen: list[tuple[float, str]] = []
+    for name, _, data in two.events("GET", f"/ai-chat/stream/{meta['message']}/"):
+        if name == "delta":
+            seen.append((time.monotonic(), data["text"]))
+        last = (name, data)
+    assert last[0] == "done"
+    assert "".join(text for _, text in seen) == LONG
+    # It grew while being watched: several pieces, spread over time (checkpoints ~1 s apart).
+    assert len(seen) >= 3, len(seen)
+    assert seen[-1][0] - seen[0][0] > 1.0
+    first_client.join(30)
+
+
+def test_stop_from_another_server_closes_the_provider_stream_within_250_ms(panels, alice, fake):
+    fake.word_delay = 0.02
+    key = make_key(alice, fake)
+    one = Browser(panels[0])
+    one.sign_in()
+    events = one.events("POST", "/ai-chat/stream/", data={"message": "[[long]]", "key": key.pk})
+    _, _, meta = next(events)
+    for _ in range(3):
+        next(events)
+    two = Browser(panels[1], one.cookies)
+    # The Stop comes from a page that server two has served (not a cold worker).
+    assert two.client.get("/ai-chat/", headers=two.headers()).status_code == 200
+    fake.disconnected.clear()
+    asked_ns = time.time_ns()
+    answer = two.post(f"/ai-chat/messages/{meta['message']}/stop/")
+    assert answer.status_code == 200
+    assert answer.json() == {"ok": True}
+    assert fake.disconnected.wait(5)
+    closed_ms = (fake.disconnect_times[-1] - asked_ns) / 1e6
+    print(f"stop closed the provider stream in {closed_ms:.0f} ms")  # seen with -s
+    assert closed_ms <= 250, closed_ms
+    # The attached stream on the first server ends with done, status stopped.
+    rest = list(events)
+    assert rest[-1][0] == "done" and rest[-1][2]["status"] == "stopped"
+    reply = Message.objects.get(pk=meta["message"])
+    assert reply.status == Status.STOPPED
+    assert reply.content and LONG.startswith(reply.content)
+    # Someone else's reply: 404, nothing stopped.
+    assert two.post("/ai-chat/messages/999999/stop/").status_code == 404
+
+
+def test_a_graceful_restart_saves_a_running_reply_as_interrupted_with_what_arrived(
+    static_root, alice, fake
+):
+    fake.word_delay = 0.05  # twenty seconds of reply: longer than the grace below
+    key = make_key(alice, fake)
+    panel = start_panel(static_root, CHAT_SHUTDOWN_SECONDS="1", GUNICORN_GRACEFUL_TIMEOUT="20")
+    try:
+        one = Browser(panel)
+        one.sign_in()
+        events = one.events("POST", "/ai-chat/stream/", data={"message": "[[long]]", "key": key.pk})
+        _, _, meta = next(events)
+        for _ in range(3):
+            next(events)
+        events.close()
+        panel.proc.send_signal(signal.SIGTERM)
+        panel.proc.wait(30)
+    finally:
+        panel.stop()
+    reply = Message.objects.get(pk=meta["message"])
+    assert reply.status == Status.ERROR
+    assert "interrupted" in reply.error_message
+    assert reply.content and LONG.startswith(reply.content)
+
+
+@pytest.mark.parametrize("signal_path", ["redis", "postgresql"])
+def test_stop_is_announced_to_the_other_server_not_polled(signal_path, static_root, alice, fake):
+    """With Redis (pub/sub) or PostgreSQL (LISTEN/NOTIFY) the Stop reaches the process running
+    the reply at once: here the poll is set to once in 30 s, so only the announcement can be
+    in time."""
+    cache = stack.redis_url() if signal_path == "redis" else None
+    if signal_path == "redis" and cache is None:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    if signal_path == "postgresql" and connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only (DATABASE_URL=postgres://…)")
+    fake.word_delay = 0.02
+    key = make_key(alice, fake)
+    slow_poll = {"CHAT_STOP_POLL_SECONDS": "30", "CHAT_CHECKPOINT_SECONDS": "30"}
+    panels = [start_panel(static_root, cache, **slow_poll)]
+    try:
+        panels.append(start_panel(static_root, cache, **slow_poll))
+        one = Browser(panels[0])
+        one.sign_in()
+        events = one.events("POST", "/ai-chat/stream/", data={"message": "[[long]]", "key": key.pk})
+        _, _, meta = next(events)
+        for _ in range(3):
+            next(events)
+        two = Browser(panels[1], one.cookies)
+        # The Stop comes from a page that server two has served (not a cold worker).
+        assert two.client.get("/ai-chat/", headers=two.headers()).status_code == 200
+        fake.disconnected.clear()
+        asked_ns = time.time_ns()
+        assert two.post(f"/ai-chat/messages/{meta['message']}/stop/").json() == {"ok": True}
+        assert fake.disconnected.wait(5)
+        closed_ms = (fake.disconnect_times[-1] - asked_ns) / 1e6
+        print(f"stop closed the provider stream in {closed_ms:.0f} ms")  # seen with -s
+        assert closed_ms <= 250, closed_ms
+        rest = list(events)
+        assert rest[-1][0] == "done" and rest[-1][2]["status"] == "stopped"
+    finally:
+        for panel in panels:
+            panel.stop()
+
+
+def test_with_redis_a_client_on_another_server_gets_every_piece_live(static_root, alice, fake):
+    """Through the reply's Redis stream, not the database: checkpoints are set to once in 30 s,
+    so the database would hold no text until the end."""
+    cache = stack.redis_url()
+    if cache is None:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    fake.word_delay = 0.01
+    key = make_key(alice, fake)
+    slow = {"CHAT_CHECKPOINT_SECONDS": "30"}
+    panels = [start_panel(static_root, cache, **slow)]
+    try:
+        panels.append(start_panel(static_root, cache, **slow))
+        one = Browser(panels[0])
+        one.sign_in()
+        events = one.events("POST", "/ai-chat/stream/", data={"message": "[[long]]", "key": key.pk})
+        _, _, meta = next(events)
+        held = ""
+        for _ in range(3):
+            held += next(events)[2]["text"]
+        events.close()  # the first client leaves; the reply goes on
+        two = Browser(panels[1], one.cookies)
+        seen: list[tuple[float, int, str]] = []
+        last = None
+        for name, event_id, data in two.events(
+            "GET", f"/ai-chat/stream/{meta['message']}/", headers={"Last-Event-ID": str(len(held))}
+        ):
+            if name == "delta":
+                seen.append((time.monotonic(), event_id, data["text"]))
+            last = (name, data)
+        assert last[0] == "done"
+        assert held + "".join(text for _, _, text in seen) == LONG
+        assert len(seen) >= 10, len(seen)
+        assert seen[-1][0] - seen[0][0] > 1.0
+        assert [i for _, i, _ in seen] == sorted(i for _, i, _ in seen)
+    finally:
+        for panel in panels:
+            panel.stop()
