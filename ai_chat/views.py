@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from ai_chat import services
+from ai_chat import attachments, services
 from ai_chat.actions import service as actions
 from ai_chat.actions.errors import ActionRefused
 from ai_chat.models import ActionKind, Conversation, Message
@@ -157,8 +157,10 @@ async def stream(request: AuthenticatedHttpRequest) -> HttpResponse:
     # LoginRequiredMiddleware has loaded request.user already: reuse it (request.auser()
     # would look the user up a second time).
     try:
-        turn = await services.prepare_turn(request.user, data)
-    except services.TurnRefused as exc:
+        # Attachments are checked (and refused) before anything is saved.
+        files = await attachments.from_request(request)
+        turn = await services.prepare_turn(request.user, data, files)
+    except (attachments.AttachmentRefused, services.TurnRefused) as exc:
         return JsonResponse({"error": exc.message}, status=exc.status)
     response = StreamingHttpResponse(
         services.run_turn(turn), content_type="text/event-stream; charset=utf-8"
