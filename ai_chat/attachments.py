@@ -48,7 +48,6 @@ TEXT_EXTENSIONS = frozenset(
     pl pm lua r sql sh bash zsh fish ps1 bat dockerfile makefile gradle properties tf hcl vue
     svelte dart ex exs erl hs ml clj lisp el vim diff patch srt vtt tex bib""".split()
 )
-IMAGE_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "WEBP": "image/webp"}
 # Signatures of executables and archives: refused with a clear reason rather than "unknown".
 EXECUTABLE_MAGIC = (
     b"MZ",
