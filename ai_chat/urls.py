@@ -1,6 +1,6 @@
 from django.urls import path
 
-from ai_chat import views
+from ai_chat import attachment_views, views
 
 app_name = "ai_chat"
 urlpatterns = [
@@ -10,4 +10,5 @@ urlpatterns = [
     path("c/<int:pk>/delete/", views.delete, name="delete"),
     path("c/<int:pk>/m/<int:message_id>/actions/<str:call_id>/", views.decide, name="decide"),
     path("stream/", views.stream, name="stream"),
+    path("attachments/<int:pk>/", attachment_views.attachment, name="attachment"),
 ]
