@@ -225,6 +225,11 @@ def _cut(text: str) -> str:
     )
 
 
+def limits() -> dict[str, int]:
+    """The limits the composer checks before sending (the server checks them again)."""
+    return {"count": settings.CHAT_MAX_ATTACHMENTS, "bytes": settings.CHAT_MAX_ATTACHMENT_BYTES}
+
+
 def _check_limits(uploads: Sequence[Any]) -> None:
     if len(uploads) > settings.CHAT_MAX_ATTACHMENTS:
         raise AttachmentRefused(

@@ -68,6 +68,7 @@ def chat_page(request: AuthenticatedHttpRequest, pk: int | None = None) -> HttpR
         page_messages = list(page[: size + 1])
         has_older = len(page_messages) > size
         page_messages = page_messages[:size][::-1]
+        attachments.load_for(page_messages, with_text=False)
     keys = list(
         ProviderKey.objects.usable_by(request.user)
         .filter(is_active=True)
@@ -87,6 +88,7 @@ def chat_page(request: AuthenticatedHttpRequest, pk: int | None = None) -> HttpR
         "keys": keys,
         "selected_key": selected_key,
         "query": query,
+        "attach_limits": attachments.limits(),
     }
     return render(request, "ai_chat/chat.html", context)
 

@@ -215,6 +215,7 @@
       return;
     }
     const body = new FormData(form);
+    if (!regenerate && !resume) window.chatAttachments?.addTo(body);
     if (regenerate) {
       body.set("regenerate", "1");
       body.set("message", "");
@@ -244,6 +245,7 @@
         body, accept: "text/event-stream", signal: controller.signal,
       });
       answered = true;
+      window.chatAttachments?.uploaded(sentBubble, response.ok);
       if (!response.ok || !(response.headers.get("Content-Type") || "").startsWith("text/event-stream")) {
         // Nothing was saved: take the bubbles back and leave the text in the input.
         reply.article.remove();
@@ -309,6 +311,7 @@
         reply.meta.textContent = strings.network;
       }
     } finally {
+      window.chatAttachments?.uploaded(null, false); // the progress bar goes, however it ended
       controller = null;
       setBusy(false);
       input.focus();

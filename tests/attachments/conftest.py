@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+# The browser test's live server and Chromium (tests/browser/conftest.py).
+from tests.browser.conftest import chromium, live_asgi, open_page  # noqa: F401
+
 
 @pytest.fixture(autouse=True)
 def media(settings, tmp_path):
