@@ -220,9 +220,8 @@ def _cut(text: str) -> str:
     limit = settings.CHAT_CONTEXT_CHARS
     if len(text) <= limit:
         return text
-    return (
-        text[:limit] + "\n" + _("[… cut: the file is longer than %(n)d characters]") % {"n": limit}
-    )
+    # What a model reads is English whatever the interface language, like "[image: name]".
+    return text[:limit] + f"\n[… cut: the file is longer than {limit} characters]"
 
 
 def limits() -> dict[str, int]:
@@ -384,7 +383,7 @@ def content_for(message: Message, *, images: bool = True) -> str | list[dict[str
 
 def file_text(row: Attachment) -> str:
     """A text file or a PDF's text as a model reads it: headed with the file name."""
-    return _("[File: %(name)s]") % {"name": row.name} + "\n" + row.text
+    return f"[File: {row.name}]\n{row.text}"
 
 
 def load_data(messages: Iterable[dict[str, Any]]) -> None:
