@@ -191,13 +191,24 @@ class Provider(abc.ABC):
         """Return the model ids this key may use; raises ProviderError."""
 
 
-async def stream_with_text_fallback(
+def stream_with_text_fallback(
     stream: Callable[[ChatRequest], AsyncIterator[Chunk]], request: ChatRequest
 ) -> AsyncIterator[Chunk]:
     """`stream(request)`; if the endpoint refuses the request (400, 415, 422) before anything
     arrived and it carries document parts, once more with the documents as their text: an
-    OpenAI- or Anthropic-compatible server that does not take PDFs still gets to read them."""
+    OpenAI- or Anthropic-compatible server that does not take PDFs still gets to read them.
+    A request without documents is the adapter's stream itself (no extra layer per chunk)."""
     fallback = documents_as_text(request)
+    if fallback is None:
+        return stream(request)
+    return _with_fallback(stream, request, fallback)
+
+
+async def _with_fallback(
+    stream: Callable[[ChatRequest], AsyncIterator[Chunk]],
+    request: ChatRequest,
+    fallback: ChatRequest,
+) -> AsyncIterator[Chunk]:
     received = False
     try:
         # aclosing: closing this generator (Stop) closes the adapter's HTTP stream at once.
@@ -207,7 +218,7 @@ async def stream_with_text_fallback(
                 yield chunk
         return
     except BadRequestError as exc:
-        if fallback is None or received or exc.status not in (400, 415, 422):
+        if received or exc.status not in (400, 415, 422):
             raise
     async with contextlib.aclosing(stream(fallback)) as chunks:
         async for chunk in chunks:

@@ -102,9 +102,8 @@ class OpenAIProvider(Provider):
             http_client=netguard.http_client(openai.DefaultAsyncHttpxClient),
         )
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
-        async for chunk in stream_with_text_fallback(self._stream, request):
-            yield chunk
+    def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        return stream_with_text_fallback(self._stream, request)
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         kwargs: dict[str, Any] = {
