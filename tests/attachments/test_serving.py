@@ -140,3 +140,28 @@ def test_the_orphans_command_removes_rows_and_files_nothing_refers_to(alice, med
         os.path.basename(kept.file.name),
         "stray-new.txt",
     }
+
+
+@pytest.mark.parametrize("count", [1, 8])
+def test_the_thread_lists_attachments_in_one_query_at_any_size(
+    alice, alice_client, django_assert_num_queries, count
+):
+    conversation = Conversation.objects.create(owner=alice, title="t")
+    rows = []
+    for index in range(count):
+        rows += attach(
+            alice,
+            (f"shot{index}.png", files.png(), "image/png"),
+            (f"notes{index}.txt", b"hi", "text/plain"),
+            conversation=conversation,
+        )
+    Message.objects.create(conversation=conversation, role=Role.USER, content="no files")
+    # Session, user, conversation, conversation list, keys, the page of messages, and one
+    # query for the attachments of the messages that have some.
+    with django_assert_num_queries(7):
+        response = alice_client.get(f"/ai-chat/c/{conversation.pk}/")
+    html = response.content.decode()
+    for row in rows:
+        assert f'href="/ai-chat/attachments/{row.pk}/"' in html
+    assert html.count('<img src="/ai-chat/attachments/') == count
+    assert html.count(" download>") == count
