@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db import models
+from django.core.files.storage import default_storage
+from django.db import models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -45,6 +46,20 @@ class Conversation(models.Model):
         self.title = title
         self.save(update_fields=["title"])
 
+    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
+        """Delete the conversation, and its attachments' files once that has committed (a
+        rolled-back delete keeps the files its rows still name). Files left behind by other
+        deletions are removed by `manage.py remove_orphan_attachments`."""
+        rows = Attachment.objects.filter(message__conversation=self)
+        with transaction.atomic():
+            paths = list(rows.values_list("file", flat=True))
+            if paths:
+                rows.delete()
+            deleted = super().delete(*args, **kwargs)  # type: ignore[arg-type]
+        if paths:
+            transaction.on_commit(lambda: [default_storage.delete(p) for p in paths])
+        return deleted
+
 
 class Role(models.TextChoices):
     USER = "user", _("user")
@@ -81,6 +96,9 @@ class Message(models.Model):
     tool_calls = models.JSONField(default=list, blank=True)
     # Tool messages: which call this result answers.
     tool_call_id = models.CharField(max_length=100, blank=True)
+    # User messages: how many attachments they carry, so a turn and a page look the rows up
+    # only when there are some (no query more for the common message without files).
+    attachment_count = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
     # Versions and branches. Messages form a tree: `parent` is the message this one follows
     # (None for a conversation's first). Versions of a turn are siblings: same parent, same
@@ -210,3 +228,47 @@ class FileChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.path} ({self.status})"
+
+
+class AttachmentKind(models.TextChoices):
+    IMAGE = "image", _("image")
+    PDF = "pdf", _("PDF")
+    TEXT = "text", _("text")
+
+
+class Attachment(models.Model):
+    """A file sent with a user message, checked and stored by ai_chat/attachments.py.
+
+    `file` is a random name in the default storage (under MEDIA_ROOT); `name` is the user's
+    file name, only ever shown. `text` is what a model reads instead of the bytes: a text file's
+    content, a PDF's extracted text (empty for an image).
+    """
+
+    # No cascade in Python and no constraint: deleting messages stays one DELETE (a cascade
+    # would make Django fetch every message first). Conversation.delete removes the rows of
+    # its messages; rows whose message is gone otherwise are removed, with their files, by
+    # `manage.py remove_orphan_attachments`.
+    message = models.ForeignKey(
+        Message,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="attachments",
+    )
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    file = models.FileField(max_length=200)
+    name = models.CharField(max_length=255)
+    kind = models.CharField(max_length=10, choices=AttachmentKind.choices)
+    content_type = models.CharField(max_length=100)
+    size = models.PositiveIntegerField()
+    text = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_image(self) -> bool:
+        return self.kind == AttachmentKind.IMAGE

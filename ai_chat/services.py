@@ -28,6 +28,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from ai_chat import attachments
 from ai_chat.actions.tools import cards_for, tools_for
 from ai_chat.forms import TurnForm, TurnKind
 from ai_chat.models import Conversation, Message, Role, Status
@@ -88,6 +89,8 @@ def build_history(messages: list[Message], budget_chars: int) -> list[dict[str, 
     picked: list[Message] = []
     used = 0
     newer_role: str | None = None
+    # Messages whose images are left out (an older one, when the budget is tight).
+    without_images: set[int] = set()
     for message in messages:
         if message.role == Role.ASSISTANT and not message.content and not message.tool_calls:
             continue
@@ -95,9 +98,13 @@ def build_history(messages: list[Message], budget_chars: int) -> list[dict[str, 
             # A turn that got no reply (failed or refused): left out, not merged with the next.
             continue
         newer_role = message.role
-        cost = len(message.content)
+        cost = attachments.cost(message)
         if picked and used + cost > budget_chars:
-            break
+            # An older message's images give way to "[image: name]" before the message does.
+            cost = attachments.cost(message, images=False)
+            if used + cost > budget_chars:
+                break
+            without_images.add(id(message))
         picked.append(message)
         used += cost
     picked.reverse()
@@ -135,12 +142,25 @@ def build_history(messages: list[Message], budget_chars: int) -> list[dict[str, 
             calls = [ToolCall(card.id, card.name, card.arguments) for card in cards]
             history.append({"role": "assistant", "content": message.content, "tool_calls": calls})
             open_calls.extend(c.id for c in calls)
-        elif history and history[-1]["role"] == message.role and "tool_calls" not in history[-1]:
-            history[-1]["content"] += "\n\n" + message.content
+            continue
+        content = attachments.content_for(message, images=id(message) not in without_images)
+        if history and history[-1]["role"] == message.role and "tool_calls" not in history[-1]:
+            history[-1]["content"] = _joined(history[-1]["content"], content)
         else:
-            history.append({"role": message.role, "content": message.content})
+            history.append({"role": message.role, "content": content})
     close_open_calls()
     return history
+
+
+def _joined(first: str | list[dict[str, Any]], second: str | list[dict[str, Any]]) -> Any:
+    """Two turns of one role as one: text joined by a blank line, or their parts in order."""
+    if isinstance(first, str) and isinstance(second, str):
+        return first + "\n\n" + second
+
+    def parts(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{"type": "text", "text": content}] if isinstance(content, str) else content
+
+    return parts(first) + parts(second)
 
 
 @dataclass
@@ -224,6 +244,7 @@ def _earlier(conversation: Conversation | None, before: int | None = None) -> li
             "tool_call_id",
             "parent_id",
             "versions",
+            "attachment_count",
         )[:200]
     )
 
@@ -324,20 +345,26 @@ class _Started:
     history: list[Message]
 
 
-def _new_message(checked: _Checked, text: str) -> _Started:
-    """A new user message and its reply (a new conversation when there is none)."""
+def _new_message(
+    checked: _Checked, text: str, files: list[attachments.Stored] | None = None
+) -> _Started:
+    """A new user message (with its attachments) and its reply (a new conversation when there
+    is none)."""
+    files = files or []
     conversation = _save_conversation(checked, title=text)
     user_message = Message(
         conversation=conversation,
         role=Role.USER,
         created_at=checked.now,
         parent_id=checked.earlier[0].pk if checked.earlier else None,
+        attachment_count=len(files),
     )
     user_message.set_content(text)
     reply = _reply_row(checked, conversation)
     # One INSERT for the user's message and the `streaming` reply row (the reply is linked to
-    # its parent, whose id that INSERT makes, by `_finish`'s UPDATE).
+    # its parent, whose id that INSERT makes, by `_finish`'s UPDATE), and one for its files.
     Message.objects.bulk_create([user_message, reply])
+    attachments.create_rows(user_message, checked.user, files)
     return _Started(conversation, user_message, reply, [user_message, *checked.earlier])
 
 
@@ -405,18 +432,23 @@ def _continue(checked: _Checked) -> _Started:
     return _Started(conversation, user_message, reply, earlier)
 
 
-def _prepare(user: Any, data: dict[str, Any]) -> Turn:
+def _prepare(
+    user: Any, data: dict[str, Any], files: list[attachments.Prepared] | None = None
+) -> Turn:
     """Check the turn (TurnRefused if it cannot start), then start it according to its kind:
-    save the user's message (for a new one) and the `streaming` reply row; return the turn
-    with the request to send."""
+    save the user's message (for a new one, with its checked `files`) and the `streaming`
+    reply row; return the turn with the request to send."""
     form = TurnForm(data)
     if not form.is_valid():
         message, status = form.refusal()
         raise TurnRefused(message, status=status)
+    if files and form.kind != TurnKind.MESSAGE:
+        raise TurnRefused(_("Files can only be sent with a new message."))
     checked = _check(user, form)
     # One short transaction for whichever kind of turn: a kind refuses before it writes, and
-    # anything refused later in it undoes the rows.
-    with transaction.atomic():
+    # anything refused later in it undoes the rows (and `stored` removes the files written
+    # just before it).
+    with attachments.stored(files or []) as saved, transaction.atomic():
         # Counted inside the write transaction: on SQLite, whose write transactions run one at
         # a time, two turns starting together cannot both take the last place.
         if _running_replies(user, checked.now) >= settings.CHAT_MAX_RUNNING_REPLIES:
@@ -432,7 +464,8 @@ def _prepare(user: Any, data: dict[str, Any]) -> Turn:
         elif form.kind == TurnKind.EDIT:
             started = _edit(checked, form.cleaned_data["message"])
         else:
-            started = _new_message(checked, form.cleaned_data["message"])
+            started = _new_message(checked, form.cleaned_data["message"], saved)
+        attachments.load_for(started.history)
         history = build_history(started.history, settings.CHAT_CONTEXT_CHARS)
         tools = tools_for(user)
         # Last in the transaction: a refusal undoes the rows above; the counter stays locked
@@ -440,6 +473,8 @@ def _prepare(user: Any, data: dict[str, Any]) -> Turn:
         reservation = _reserve_budget(
             checked.key, history, started.conversation.system_prompt, tools
         )
+    # The images' and PDFs' bytes, read once the rows are committed.
+    attachments.load_data(history)
     request = ChatRequest(
         model=checked.model,
         messages=history,
@@ -475,10 +510,13 @@ def _reserve_budget(
         ) from None
 
 
-async def prepare_turn(user: Any, data: dict[str, Any]) -> Turn:
+async def prepare_turn(
+    user: Any, data: dict[str, Any], files: list[attachments.Prepared] | None = None
+) -> Turn:
     """Check and start a turn (core.db: on a database thread, which holds no connection
-    afterwards: a stream may stay open for minutes and must not tie one up)."""
-    return await db.run(_prepare, user, data)
+    afterwards: a stream may stay open for minutes and must not tie one up). `files` are the
+    attachments the view checked (ai_chat/attachments.py)."""
+    return await db.run(_prepare, user, data, files or [])
 
 
 def estimate_tokens(chars: int) -> int:
@@ -590,6 +628,7 @@ def _finish(
             total_ms=total_ms,
             status=usage_status,
             error_code=error.code if error else ("cancelled" if status == Status.STOPPED else ""),
+            attachments=attachments.count_in(turn.request.messages),
         )
         budget.settle(turn.reservation)
         reply.save(

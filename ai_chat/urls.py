@@ -1,6 +1,6 @@
 from django.urls import path
 
-from ai_chat import views
+from ai_chat import attachment_views, views
 
 app_name = "ai_chat"
 urlpatterns = [
@@ -13,4 +13,5 @@ urlpatterns = [
     path("stream/<int:message_id>/", views.reattach, name="reattach"),
     path("messages/<int:message_id>/stop/", views.stop, name="stop"),
     path("messages/<int:message_id>/version/", views.switch_version, name="switch_version"),
+    path("attachments/<int:pk>/", attachment_views.attachment, name="attachment"),
 ]

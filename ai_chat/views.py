@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from ai_chat import jobs, services
+from ai_chat import attachments, jobs, services
 from ai_chat.actions import service as actions
 from ai_chat.actions.errors import ActionRefused
 from ai_chat.models import ActionKind, Conversation, Message
@@ -69,6 +69,7 @@ def chat_page(request: AuthenticatedHttpRequest, pk: int | None = None) -> HttpR
         page_messages = list(page[: size + 1])
         has_older = len(page_messages) > size
         page_messages = page_messages[:size][::-1]
+        attachments.load_for(page_messages, with_text=False)
     keys = list(
         ProviderKey.objects.usable_by(request.user)
         .filter(is_active=True)
@@ -88,6 +89,7 @@ def chat_page(request: AuthenticatedHttpRequest, pk: int | None = None) -> HttpR
         "keys": keys,
         "selected_key": selected_key,
         "query": query,
+        "attach_limits": attachments.limits(),
     }
     return render(request, "ai_chat/chat.html", context)
 
@@ -158,8 +160,10 @@ async def stream(request: AuthenticatedHttpRequest) -> HttpResponse:
     # LoginRequiredMiddleware has loaded request.user already: reuse it (request.auser()
     # would look the user up a second time).
     try:
-        turn = await services.prepare_turn(request.user, data)
-    except services.TurnRefused as exc:
+        # Attachments are checked (and refused) before anything is saved.
+        files = await attachments.from_request(request)
+        turn = await services.prepare_turn(request.user, data, files)
+    except (attachments.AttachmentRefused, services.TurnRefused) as exc:
         return JsonResponse({"error": exc.message}, status=exc.status)
     # The reply is a job of this process: this response is only its first attached client.
     job = jobs.start(turn)

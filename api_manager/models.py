@@ -390,6 +390,9 @@ class UsageRecord(models.Model):
     total_ms = models.PositiveIntegerField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=UsageStatus.choices, default=UsageStatus.OK)
     error_code = models.CharField(max_length=20, blank=True)
+    # Files the turn sent (ai_chat attachments, history included): their tokens are in
+    # input_tokens as the provider reported them.
+    attachments = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
     day = models.DateField(editable=False)
 

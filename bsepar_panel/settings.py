@@ -336,6 +336,21 @@ CHAT_SHUTDOWN_SECONDS = env.float(
 CHAT_STOP_POLL_SECONDS = env.float("CHAT_STOP_POLL_SECONDS", default=0.05)
 CHAT_CHECKPOINT_SECONDS = env.float("CHAT_CHECKPOINT_SECONDS", default=1.0)
 CHAT_PAGE_MESSAGES = env.int("CHAT_PAGE_MESSAGES", default=50)
+# Attachments (ai_chat/attachments.py): per message, per file, and all of a message's files
+# together (nginx's body limit on the stream location is this total plus room for the text).
+CHAT_MAX_ATTACHMENTS = env.int("CHAT_MAX_ATTACHMENTS", default=5)
+CHAT_MAX_ATTACHMENT_BYTES = env.int("CHAT_MAX_ATTACHMENT_BYTES", default=10 * 1024 * 1024)
+CHAT_MAX_ATTACHMENTS_TOTAL_BYTES = env.int(
+    "CHAT_MAX_ATTACHMENTS_TOTAL_BYTES", default=20 * 1024 * 1024
+)
+CHAT_ATTACHMENT_PDF_NATIVE = env.bool("CHAT_ATTACHMENT_PDF_NATIVE", default=True)
+# Images are scaled down to this long side (what both providers use without resizing again)
+# and refused above this many pixels before they are decoded (decompression bombs).
+CHAT_IMAGE_MAX_SIDE = env.int("CHAT_IMAGE_MAX_SIDE", default=1568)
+CHAT_IMAGE_MAX_PIXELS = env.int("CHAT_IMAGE_MAX_PIXELS", default=40_000_000)
+# Serve attachments through nginx (X-Accel-Redirect to the internal /_attachments/ location of
+# deploy/nginx.conf); off, the view streams the file itself.
+CHAT_ATTACHMENTS_X_ACCEL = env.bool("CHAT_ATTACHMENTS_X_ACCEL", default=False)
 
 LOGGING = {
     "version": 1,

@@ -200,10 +200,13 @@ class Nginx(Process):
     """deploy/nginx.conf as shipped, with its upstream, ports, certificate and static root
     pointed at this machine's test processes."""
 
-    def __init__(self, upstreams: list[int], static_root: str) -> None:
+    def __init__(self, upstreams: list[int], static_root: str, media_root: str = "") -> None:
         if shutil.which("nginx") is None:
             raise RuntimeError("nginx is not installed")
         self.dir = Path(tempfile.mkdtemp(prefix="bsepar-nginx-"))
+        # The worker (`nobody` when started as root) writes large request bodies (attachments)
+        # under client_body_temp_path inside this directory: it must be able to enter it.
+        self.dir.chmod(0o755)
         self.port, self.http_port = free_port(), free_port()
         cert, key = self_signed(self.dir)
         site = (ROOT / "deploy" / "nginx.conf").read_text()
@@ -217,6 +220,8 @@ class Nginx(Process):
         site = site.replace("/etc/bsepar-panel/tls/fullchain.pem", str(cert))
         site = site.replace("/etc/bsepar-panel/tls/privkey.pem", str(key))
         site = site.replace("/opt/bsepar-panel/current/staticfiles/", static_root.rstrip("/") + "/")
+        if media_root:
+            site = site.replace("/var/lib/bsepar-panel/media/", media_root.rstrip("/") + "/")
         conf = self.dir / "nginx.conf"
         conf.write_text(
             f"""

@@ -19,6 +19,7 @@ from api_manager.providers.base import (
     Usage,
     sdk_error,
     sse_events,
+    stream_with_text_fallback,
 )
 
 LABEL = "Anthropic"
@@ -53,8 +54,26 @@ def to_anthropic_messages(request: ChatRequest) -> list[dict[str, Any]]:
             ]
             messages.append({"role": "assistant", "content": blocks})
         else:
-            messages.append({"role": message["role"], "content": message["content"]})
+            messages.append({"role": message["role"], "content": _content(message["content"])})
     return _join_same_roles(messages)
+
+
+def _content(content: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """A turn's content in Anthropic's blocks: `image` and `document` with a base64 source."""
+    if isinstance(content, str):
+        return content
+    blocks: list[dict[str, Any]] = []
+    for part in content:
+        kind = part.get("type")
+        if kind in ("image", "document"):
+            source = {"type": "base64", "media_type": part["media_type"], "data": part["data"]}
+            block: dict[str, Any] = {"type": kind, "source": source}
+            if kind == "document":
+                block["title"] = part["name"]
+            blocks.append(block)
+        else:
+            blocks.append({"type": "text", "text": part.get("text", "")})
+    return blocks
 
 
 def _join_same_roles(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -84,7 +103,10 @@ class AnthropicProvider(Provider):
             http_client=netguard.http_client(anthropic.DefaultAsyncHttpxClient),
         )
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+    def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        return stream_with_text_fallback(self._stream, request)
+
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         kwargs: dict[str, Any] = {
             "model": request.model,
             "messages": to_anthropic_messages(request),

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import hashlib
 import json
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -61,7 +62,14 @@ class Chunk:
 class ChatRequest:
     """What to ask, oldest message first; `system` travels in the provider's own field.
 
-    Each of `messages` is a dict with `role` and `content` (a string):
+    Each of `messages` is a dict with `role` and `content` (a string, or for a user turn with
+    attachments a list of parts, in order):
+    - `{"type": "text", "text": ...}` (a text file's part also has its `name`);
+    - `{"type": "image", "name": ..., "media_type": "image/png" | "image/jpeg", "data": <base64>}`;
+    - `{"type": "document", "name": ..., "media_type": "application/pdf", "data": <base64>,
+      "text": <the PDF's text, headed with its name>}`: sent as the provider's document part,
+      or as that text where the endpoint refuses documents (`documents_as_text`).
+    The turns:
     - `{"role": "user" | "assistant", "content": ...}`: a plain turn;
     - an assistant turn may add `"tool_calls": [ToolCall, ...]` (its `content` may be empty);
     - `{"role": "tool", "tool_call_id": ..., "content": ...}`: the result of one of those calls,
@@ -74,6 +82,27 @@ class ChatRequest:
     system: str = ""
     max_tokens: int = 4096
     tools: list[ToolSpec] = field(default_factory=list)
+
+
+def documents_as_text(request: ChatRequest) -> ChatRequest | None:
+    """The request with every document part replaced by its text (for an OpenAI- or
+    Anthropic-compatible endpoint that refuses document parts); None if it has none."""
+    found = False
+    messages: list[dict[str, Any]] = []
+    for message in request.messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            parts = []
+            for part in content:
+                if part.get("type") == "document":
+                    found = True
+                    part = {"type": "text", "name": part.get("name"), "text": part.get("text", "")}
+                parts.append(part)
+            message = {**message, "content": parts}
+        messages.append(message)
+    if not found:
+        return None
+    return ChatRequest(request.model, messages, request.system, request.max_tokens, request.tools)
 
 
 class ProviderError(Exception):
@@ -160,6 +189,40 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     async def list_models(self) -> list[str]:
         """Return the model ids this key may use; raises ProviderError."""
+
+
+def stream_with_text_fallback(
+    stream: Callable[[ChatRequest], AsyncIterator[Chunk]], request: ChatRequest
+) -> AsyncIterator[Chunk]:
+    """`stream(request)`; if the endpoint refuses the request (400, 415, 422) before anything
+    arrived and it carries document parts, once more with the documents as their text: an
+    OpenAI- or Anthropic-compatible server that does not take PDFs still gets to read them.
+    A request without documents is the adapter's stream itself (no extra layer per chunk)."""
+    fallback = documents_as_text(request)
+    if fallback is None:
+        return stream(request)
+    return _with_fallback(stream, request, fallback)
+
+
+async def _with_fallback(
+    stream: Callable[[ChatRequest], AsyncIterator[Chunk]],
+    request: ChatRequest,
+    fallback: ChatRequest,
+) -> AsyncIterator[Chunk]:
+    received = False
+    try:
+        # aclosing: closing this generator (Stop) closes the adapter's HTTP stream at once.
+        async with contextlib.aclosing(stream(request)) as chunks:
+            async for chunk in chunks:
+                received = True
+                yield chunk
+        return
+    except BadRequestError as exc:
+        if received or exc.status not in (400, 415, 422):
+            raise
+    async with contextlib.aclosing(stream(fallback)) as chunks:
+        async for chunk in chunks:
+            yield chunk
 
 
 async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, Any]]:

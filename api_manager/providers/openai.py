@@ -19,6 +19,7 @@ from api_manager.providers.base import (
     Usage,
     sdk_error,
     sse_events,
+    stream_with_text_fallback,
 )
 
 LABEL = "OpenAI"
@@ -64,8 +65,29 @@ def to_openai_messages(request: ChatRequest) -> list[dict[str, Any]]:
                 }
             )
         else:
-            messages.append({"role": message["role"], "content": message["content"]})
+            messages.append({"role": message["role"], "content": _content(message["content"])})
     return messages
+
+
+def _content(content: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """A turn's content in OpenAI's parts: images as `image_url` with a data URL, PDFs as a
+    `file` part (Chat Completions' inline file), text as `text`."""
+    if isinstance(content, str):
+        return content
+    parts: list[dict[str, Any]] = []
+    for part in content:
+        kind = part.get("type")
+        if kind == "image":
+            url = f"data:{part['media_type']};base64,{part['data']}"
+            parts.append({"type": "image_url", "image_url": {"url": url}})
+        elif kind == "document":
+            data_url = f"data:{part['media_type']};base64,{part['data']}"
+            parts.append(
+                {"type": "file", "file": {"filename": part["name"], "file_data": data_url}}
+            )
+        else:
+            parts.append({"type": "text", "text": part.get("text", "")})
+    return parts
 
 
 class OpenAIProvider(Provider):
@@ -80,7 +102,10 @@ class OpenAIProvider(Provider):
             http_client=netguard.http_client(openai.DefaultAsyncHttpxClient),
         )
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+    def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        return stream_with_text_fallback(self._stream, request)
+
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         kwargs: dict[str, Any] = {
             "model": request.model,
             "messages": to_openai_messages(request),

@@ -250,6 +250,7 @@
       return;
     }
     const body = new FormData(form);
+    if (!regenerate && !resume) window.chatAttachments?.addTo(body);
     if (regenerate) {
       body.set("regenerate", "1");
       body.set("message", "");
@@ -280,6 +281,7 @@
         body, accept: "text/event-stream", signal: controller.signal,
       });
       answered = true;
+      window.chatAttachments?.uploaded(sentBubble, response.ok);
       if (!response.ok || !(response.headers.get("Content-Type") || "").startsWith("text/event-stream")) {
         // Nothing was saved: take the bubbles back and leave the text in the input.
         reply.article.remove();
@@ -362,6 +364,7 @@
         reply.meta.textContent = strings.network;
       }
     } finally {
+      window.chatAttachments?.uploaded(null, false); // the progress bar goes, however it ended
       controller = null;
       setBusy(false);
       input.focus();

@@ -20,6 +20,14 @@ Behaviour is chosen per request, so concurrent tests and a browser can drive it:
   format, as when a provider is overloaded mid-reply), `[[scripted]]` (the reply is
   `scripted_reply`, as a test sets it).
 
+Attachments are checked as the real APIs check them: OpenAI `image_url` parts must hold a
+`data:` URL of a PNG, JPEG, GIF or WebP whose bytes match its type, `file` parts a filename and
+a PDF data URL; Anthropic `image` / `document` blocks a base64 source of a matching type. A
+malformed part is a 400. Each accepted part is recorded in `parts` (kind, media type, name, size,
+the decoded bytes); each image counts `IMAGE_TOKENS` input tokens, each document
+`DOCUMENT_TOKENS`. With `refuse_documents` set, document/file parts get a 400 (an endpoint
+that does not take PDFs).
+
 `GET /_fake/stats` answers counters and the wall-clock times (ns) at which clients went away.
 
 The reply to anything else is "Hello! You said: <the message>", one word per piece, each piece
@@ -31,6 +39,8 @@ The reply to anything else is "Hello! You said: <the message>", one word per pie
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import re
 import socket
@@ -43,6 +53,15 @@ from aiohttp import web
 
 OPENAI_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1"]
 ANTHROPIC_MODELS = ["claude-test-sonnet", "claude-test-haiku"]
+IMAGE_TOKENS = 85
+DOCUMENT_TOKENS = 300
+MAGIC = {
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/gif": (b"GIF87a", b"GIF89a"),
+    "image/webp": (b"RIFF",),
+    "application/pdf": (b"%PDF-",),
+}
 XSS_REPLY = (
     'Look: <script>window.__xss = 1</script> and <img src=x onerror="window.__xss = 2"> '
     "and [a link](javascript:window.__xss=3) done."
@@ -60,6 +79,21 @@ class Seen:
 
 
 @dataclass
+class Part:
+    """An attachment part the fake accepted."""
+
+    flavour: str
+    kind: str  # image | document
+    media_type: str
+    name: str
+    data: bytes = field(repr=False)
+
+
+class BadPart(Exception):
+    pass
+
+
+@dataclass
 class FakeProviderServer:
     word_delay: float = 0.005
     slow_first_token: float = 3.0
@@ -72,6 +106,8 @@ class FakeProviderServer:
     open_streams: int = 0
     disconnected: threading.Event = field(default_factory=threading.Event)
     disconnect_times: list[int] = field(default_factory=list)
+    parts: list[Part] = field(default_factory=list)
+    refuse_documents: bool = False
     # What `[[tool:custom]]` sends: id, name and the raw argument JSON.
     custom_tool_call: dict[str, str] = field(
         default_factory=lambda: {"id": "call_custom", "name": "run_query", "arguments": "{}"}
@@ -131,6 +167,8 @@ class FakeProviderServer:
     def reset(self) -> None:
         self.requests.clear()
         self.disconnect_times.clear()
+        self.parts.clear()
+        self.refuse_documents = False
         self.disconnects = 0
         self.completed_streams = 0
         self.disconnected.clear()
@@ -183,6 +221,38 @@ class FakeProviderServer:
     @staticmethod
     def _words(text: str) -> int:
         return len(text.split())
+
+    def _check_parts(self, flavour: str, messages: list[dict[str, Any]]) -> web.Response | None:
+        """Validate and record the attachment parts of `messages`; a 400 for a bad one."""
+        found: list[Part] = []
+        try:
+            for message in messages:
+                content = message.get("content")
+                if not isinstance(content, list):
+                    continue
+                for part in content:
+                    if not isinstance(part, dict):
+                        raise BadPart("content parts must be objects")
+                    found.extend(_part(flavour, message.get("role"), part))
+        except BadPart as exc:
+            return self._error(flavour, 400, f"Invalid content part: {exc}")
+        if self.refuse_documents and any(p.kind == "document" for p in found):
+            return self._error(flavour, 400, "This model does not support document inputs.")
+        self.parts.extend(found)
+        return None
+
+    @staticmethod
+    def _part_tokens(messages: list[dict[str, Any]]) -> int:
+        total = 0
+        for message in messages:
+            content = message.get("content")
+            for part in content if isinstance(content, list) else ():
+                kind = part.get("type") if isinstance(part, dict) else None
+                if kind in ("image", "image_url"):
+                    total += IMAGE_TOKENS
+                elif kind in ("document", "file"):
+                    total += DOCUMENT_TOKENS
+        return total
 
     def _reply_for(self, messages: list[dict[str, Any]]) -> str:
         result = _tool_result(messages)
@@ -273,11 +343,14 @@ class FakeProviderServer:
         if failure := self._key_failure("openai", key):
             return failure
         messages = body.get("messages", [])
+        if failure := self._check_parts("openai", messages):
+            return failure
         text = _last_user_text(messages)
         if failure := self._directive_failure("openai", text):
             return failure
         reply = _capped(self._reply_for(messages), body)
         input_tokens = sum(self._words(_text_of(m.get("content"))) for m in messages)
+        input_tokens += self._part_tokens(messages)
         created = int(time.time())
         chunk_id = "chatcmpl-fake"
         model = body.get("model", "gpt-4o-mini")
@@ -446,6 +519,8 @@ class FakeProviderServer:
         if "max_tokens" not in body:
             return self._error("anthropic", 400, "max_tokens: Field required")
         messages = body.get("messages", [])
+        if failure := self._check_parts("anthropic", messages):
+            return failure
         text = _last_user_text(messages)
         if failure := self._directive_failure("anthropic", text):
             return failure
@@ -455,6 +530,7 @@ class FakeProviderServer:
         all_messages = ([{"role": "system", "content": system}] if system else []) + messages
         reply = _capped(self._reply_for(all_messages), body)
         input_tokens = sum(self._words(_text_of(m.get("content"))) for m in all_messages)
+        input_tokens += self._part_tokens(messages)
         model = body.get("model", "claude-test-sonnet")
         response = await self._sse_response(request)
 
@@ -561,6 +637,73 @@ def _wanted_tool(messages: list[dict[str, Any]]) -> tuple[str, dict[str, Any]] |
         if f"[[tool:{name}]]" in text:
             return call
     return None
+
+
+def _decoded(data: Any, media_type: str) -> bytes:
+    """The bytes of base64 `data`, which must be of `media_type` (by their signature)."""
+    if not isinstance(data, str) or not data:
+        raise BadPart("missing base64 data")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadPart("the data is not valid base64") from None
+    if media_type not in MAGIC:
+        raise BadPart(f"unsupported media type {media_type!r}")
+    if not raw.startswith(MAGIC[media_type]):
+        raise BadPart(f"the data is not {media_type}")
+    return raw
+
+
+def _data_url(url: Any) -> tuple[str, str]:
+    match = re.fullmatch(r"data:([\w/.+-]+);base64,(.*)", url or "", re.S)
+    if not match:
+        raise BadPart("expected a base64 data URL")
+    return match.group(1), match.group(2)
+
+
+def _part(flavour: str, role: Any, part: dict[str, Any]) -> list[Part]:
+    """The attachment in one content part of either wire format ([] for text and tools)."""
+    kind = part.get("type")
+    if kind == "text":
+        if not isinstance(part.get("text"), str):
+            raise BadPart("a text part needs its text")
+        return []
+    if flavour == "openai":
+        if kind == "image_url":
+            media_type, data = _data_url((part.get("image_url") or {}).get("url"))
+            if not media_type.startswith("image/"):
+                raise BadPart("image_url must hold an image")
+            return [Part(flavour, "image", media_type, "", _decoded(data, media_type))]
+        if kind == "file":
+            file = part.get("file") or {}
+            media_type, data = _data_url(file.get("file_data"))
+            if media_type != "application/pdf" or not file.get("filename"):
+                raise BadPart("a file part needs a filename and PDF file_data")
+            return [
+                Part(flavour, "document", media_type, file["filename"], _decoded(data, media_type))
+            ]
+        raise BadPart(f"unknown part type {kind!r}")
+    if kind in ("tool_use", "tool_result"):
+        return []
+    if kind in ("image", "document"):
+        if role != "user":
+            raise BadPart(f"{kind} blocks belong to user turns")
+        source = part.get("source") or {}
+        if source.get("type") != "base64":
+            raise BadPart("only base64 sources are accepted here")
+        media_type = source.get("media_type", "")
+        if (kind == "image") != media_type.startswith("image/"):
+            raise BadPart(f"a {kind} block cannot hold {media_type}")
+        return [
+            Part(
+                flavour,
+                kind,
+                media_type,
+                part.get("title", ""),
+                _decoded(source.get("data"), media_type),
+            )
+        ]
+    raise BadPart(f"unknown block type {kind!r}")
 
 
 def _last_user_text(messages: list[dict[str, Any]]) -> str:

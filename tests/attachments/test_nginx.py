@@ -1,0 +1,132 @@
+"""Attachments through the real serving stack: gunicorn behind the shipped nginx site, which
+serves the bytes from its internal location after the panel checked the owner."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import httpx
+import pytest
+from django.db import connection
+
+from tests import stack
+from tests.attachments import files
+from tests.attachments.test_serving import attach
+from tests.conftest import PASSWORD
+from tests.users.test_stack import client, cookie_header, sign_in
+
+pytestmark = [
+    pytest.mark.skipif(
+        shutil.which("nginx") is None, reason="nginx is not installed (apt-get install nginx-light)"
+    ),
+    pytest.mark.django_db(transaction=True),
+]
+
+
+@pytest.fixture
+def media(settings):
+    """A media root nginx's worker (perhaps `nobody`) can read."""
+    root = Path(tempfile.mkdtemp(prefix="bsepar-media-"))
+    root.chmod(0o755)
+    settings.MEDIA_ROOT = root
+    settings.FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o755
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def static_root():
+    root = tempfile.mkdtemp(prefix="bsepar-static-")
+    stack.collectstatic(root, stack.panel_env("sqlite:///unused.sqlite3", None, root))
+    for path in [Path(root), *Path(root).rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def alice(alice, settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    alice.set_password(PASSWORD)
+    alice.save(update_fields=["password"])
+    return alice
+
+
+@pytest.fixture
+def proxy(transactional_db, media, static_root):
+    env = stack.panel_env(
+        stack.database_url(connection.settings_dict),
+        None,
+        static_root,
+        MEDIA_ROOT=str(media),
+        CHAT_ATTACHMENTS_X_ACCEL="on",
+    )
+    panel = stack.Panel(env)
+    nginx = stack.Nginx([panel.port], static_root, media_root=str(media))
+    yield nginx
+    nginx.stop()
+    panel.stop()
+
+
+def test_nginx_serves_the_owners_file_with_its_own_safety_headers(proxy, alice, bob, media):
+    image = attach(alice, ("photo.png", files.png(), "image/png"))[0]
+    page = attach(alice, ("page.html", b"<script>alert(1)</script>", "text/html"))[0]
+    with client(proxy.url) as http:
+        cookies: dict[str, str] = {}
+        assert sign_in(http, PASSWORD, cookies).status_code == 302
+        response = http.get(f"/ai-chat/attachments/{image.pk}/", headers=cookie_header(cookies))
+        assert response.status_code == 200, response.text
+        assert response.content == image.file.open("rb").read()
+        assert response.headers["content-type"] == "image/png"
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["content-security-policy"].startswith("default-src 'none'")
+        assert "x-accel-redirect" not in response.headers
+
+        response = http.get(f"/ai-chat/attachments/{page.pk}/", headers=cookie_header(cookies))
+        assert response.status_code == 200
+        assert response.content == b"<script>alert(1)</script>"
+        assert response.headers["content-disposition"] == 'attachment; filename="page.html"'
+        assert response.headers["content-type"].startswith("text/plain")
+        assert response.headers["x-content-type-options"] == "nosniff"
+
+        # The internal location cannot be asked for directly.
+        name = image.file.name.removeprefix("attachments/")
+        assert http.get(f"/_attachments/{name}", headers=cookie_header(cookies)).status_code == 404
+
+
+def test_nginx_gives_another_user_nothing(proxy, alice, bob, media):
+    image = attach(bob, ("photo.png", files.png(), "image/png"))[0]
+    with client(proxy.url) as http:
+        cookies: dict[str, str] = {}
+        sign_in(http, PASSWORD, cookies)
+        response = http.get(f"/ai-chat/attachments/{image.pk}/", headers=cookie_header(cookies))
+    assert response.status_code == 404
+    assert b"\x89PNG" not in response.content
+
+
+def test_the_stream_location_takes_a_message_with_its_files_but_not_more(proxy, alice):
+    with client(proxy.url) as http:
+        cookies: dict[str, str] = {}
+        sign_in(http, PASSWORD, cookies)
+        page = http.get("/ai-chat/", headers=cookie_header(cookies))
+        cookies.update(page.cookies)
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+        headers = {**cookie_header(cookies), "X-CSRFToken": token.group(1) if token else ""}
+        # 4 MiB: over the site's default 2 MiB, within the stream location's limit. The panel
+        # answers (409: alice has no key), so the body went through.
+        body = {"files": ("a.txt", b"a" * (4 * 1024 * 1024), "text/plain")}
+        response = http.post(
+            "/ai-chat/stream/", data={"message": "hi"}, files=body, headers=headers
+        )
+        assert response.status_code == 409, response.text[:300]
+        too_big = {"files": ("a.txt", b"a" * (22 * 1024 * 1024), "text/plain")}
+        try:
+            response = http.post(
+                "/ai-chat/stream/", data={"message": "hi"}, files=too_big, headers=headers
+            )
+        except httpx.HTTPError:
+            return  # nginx may close the connection while the body is still being sent
+        assert response.status_code == 413
