@@ -175,6 +175,11 @@ class ReplyJob:
                         self.pieces.append(chunk.text)
                         self.length += len(chunk.text)
                         self._notify()
+                        if self._waiters:
+                            # Let attached clients send this piece before the next is read:
+                            # pieces that came in one read from the provider still go out one
+                            # by one (word by word), not in a lump.
+                            await asyncio.sleep(0)
         except ProviderError as exc:
             status, error = Status.ERROR, exc
         except asyncio.CancelledError:
