@@ -330,3 +330,76 @@ def test_sign_ins_are_logged_with_the_address_nginx_saw(site):
     assert (SecurityEventKind.LOGIN_FAILED, "127.0.0.1") in events
     assert (SecurityEventKind.LOGIN, "127.0.0.1") in events
     assert all(ip != "203.0.113.9" for _kind, ip in events)
+
+
+def worker_rss_mb(panel: stack.Panel) -> float:
+    """The resident memory of the gunicorn master's workers (MB)."""
+    total = 0
+    children = Path(f"/proc/{panel.proc.pid}/task/{panel.proc.pid}/children").read_text().split()
+    for pid in children:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+@pytest.fixture
+def lone_worker(transactional_db, static_root, fake, settings):
+    """One worker (so its memory can be read), the check limit raised: memory, not the limit,
+    is what this measures."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    env = stack.panel_env(
+        stack.database_url(connection.settings_dict),
+        None,
+        static_root,
+        PROVIDER_CHECKS_PER_MINUTE="100000",
+    )
+    panel = stack.Panel(env, workers=1)
+    yield panel
+    panel.stop()
+
+
+def test_live_checks_with_new_keys_do_not_grow_memory(lone_worker, fake):
+    """Issue #8.4: 300 live checks with new keys grew the workers by ~250 MB. Now each tried
+    key's client is closed after its call and saved keys share a bounded cache."""
+    panel = lone_worker
+    owner = User.objects.create_user("mallory", password=PASSWORD)
+    saved = []
+    for n in range(100):
+        key = ProviderKey(owner=owner, provider="openai", label=f"k{n}", base_url=fake.openai_url)
+        key.set_secret(f"attackkey-saved-{n:04d}-0123456789abcdef")
+        key.save()
+        saved.append(key.pk)
+    mallory = Browser(panel.url, **{"X-Forwarded-Proto": "https"})
+    assert mallory.sign_in("mallory").status_code == 302
+    token = mallory.token("/api-manager/settings/")
+
+    def check(n: int) -> None:
+        form = {
+            "provider": "openai" if n % 2 else "anthropic",
+            "api_key": f"attackkey-new-{n:05d}-0123456789abcdef",
+            "base_url": fake.openai_url if n % 2 else fake.anthropic_url,
+            "csrfmiddlewaretoken": token,
+        }
+        response = mallory.post("/api-manager/keys/check/", data=form)
+        assert response.status_code == 200 and response.json()["ok"], response.text[:300]
+
+    def test_saved(pk: int) -> None:
+        response = mallory.post(f"/api-manager/keys/{pk}/test/", headers={"X-CSRFToken": token})
+        assert response.status_code == 200 and response.json()["ok"], response.text[:300]
+
+    for n in range(40):  # warm up: imports, pools, the allocator's arenas
+        check(n)
+    for pk in saved[:40]:
+        test_saved(pk)
+    before = worker_rss_mb(panel)
+    for n in range(40, 340):
+        check(n)
+    middle = worker_rss_mb(panel)
+    print(f"worker RSS {before:.1f} MB -> {middle:.1f} MB after 300 new-key checks")
+    for pk in saved * 3:  # 300 tests over 100 saved keys: the LRU (32) evicts and closes
+        test_saved(pk)
+    after = worker_rss_mb(panel)
+    print(f"worker RSS {before:.1f} MB -> {after:.1f} MB after 300 new-key checks + 300 tests")
+    # ~250 MB before the fix; allow the allocator some slack, not one client per key.
+    assert after - before < 40, (before, after)
