@@ -403,3 +403,101 @@ def test_live_checks_with_new_keys_do_not_grow_memory(lone_worker, fake):
     print(f"worker RSS {before:.1f} MB -> {after:.1f} MB after 300 new-key checks + 300 tests")
     # ~250 MB before the fix; allow the allocator some slack, not one client per key.
     assert after - before < 40, (before, after)
+
+
+def sse_events(text: str) -> list[tuple[str, dict]]:
+    events = []
+    for block in text.split("\n\n"):
+        name = re.search(r"^event: (\w+)", block, re.M)
+        data = re.search(r"^data: (.*)$", block, re.M)
+        if name and data:
+            events.append((name.group(1), json.loads(data.group(1))))
+    return events
+
+
+def test_a_tool_call_id_with_a_slash_and_sessions_after_a_password_change(site, fake):
+    """Issue #8.5 through nginx: a model's tool call id `../x/y` ends the stream with `done`
+    and the conversation page renders. Issue #8.2: a password change on one worker ends the
+    user's other sessions on both workers and keeps this one."""
+    panel, proxy = site
+    user_with_permissions("olga", "run_query", "write_files")
+    olga, other = Browser(proxy.url), Browser(proxy.url)
+    assert olga.sign_in("olga").status_code == 302
+    assert other.sign_in("olga").status_code == 302
+    csrf = olga.token("/")
+    key = ProviderKey(owner=User.objects.get(username="olga"), provider="anthropic", label="k")
+    key.base_url = fake.anthropic_url
+    key.default_model = "claude-test-sonnet"
+    key.set_secret(SECRET_B)
+    key.save()
+    fake.custom_tool_call = {
+        "id": "../x/y?z#" + "a" * 300,
+        "name": "run_query/../" + "n" * 100,
+        "arguments": '{"code": ' + "[" * 5000 + "]" * 5000 + "}",
+    }
+    stream = olga.post(
+        "/ai-chat/stream/",
+        data={"message": "[[tool:custom]] go", "key": str(key.pk)},
+        headers={"X-CSRFToken": csrf},
+    )
+    events = sse_events(stream.text)
+    assert events[-1][0] == "done", events[-1]
+    page = olga.get(f"/ai-chat/c/{events[0][1]['conversation']}/")
+    assert page.status_code == 200
+
+    token = olga.token("/password/")
+    changed = olga.post(
+        "/password/",
+        data={
+            "old_password": PASSWORD,
+            "new_password1": "a new and long passphrase 7",
+            "new_password2": "a new and long passphrase 7",
+            "csrfmiddlewaretoken": token,
+        },
+    )
+    assert changed.status_code == 302
+    assert {olga.get("/").status_code for _ in range(12)} == {200}
+    assert {other.get("/").status_code for _ in range(24)} == {302}
+    assert_no_secret_in(captured_logs(panel, proxy), SECRET_B, PASSWORD, "passphrase 7")
+
+
+def test_a_root_overlapping_the_code_is_refused_at_start_and_on_use(
+    transactional_db, static_root, settings
+):
+    """Issue #8.10: FILE_ACTIONS_ROOT set to the panel's own directory. The system check that
+    the unit runs before starting fails; a panel started anyway refuses the append."""
+    import subprocess
+    import sys
+
+    env = stack.panel_env(
+        stack.database_url(connection.settings_dict),
+        None,
+        static_root,
+        FILE_ACTIONS_ROOT=str(stack.ROOT),
+    )
+    check = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "ERROR"],
+        cwd=stack.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert check.returncode != 0 and "FILE_ACTIONS_ROOT" in check.stderr + check.stdout
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    user_with_permissions("olga", "run_query", "write_files")
+    panel = stack.Panel(env, workers=1)
+    try:
+        olga = Browser(panel.url, **{"X-Forwarded-Proto": "https"})
+        assert olga.sign_in("olga").status_code == 302
+        olga.token("/")
+        readme = (stack.ROOT / "README.md").read_bytes()
+        for path in ("README.md", "bsepar_panel/settings_local.md", "notes.md"):
+            response = olga.json_post(
+                "/api/actions/append/", json.dumps({"path": path, "content": "x\n"})
+            )
+            assert response.status_code == 400, (path, response.status_code)
+        assert (stack.ROOT / "README.md").read_bytes() == readme
+        assert not (stack.ROOT / "notes.md").exists()
+    finally:
+        panel.stop()
