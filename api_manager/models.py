@@ -4,10 +4,13 @@ budget counters and reservations, and the price table."""
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 from django.db import IntegrityError, models, transaction
 from django.db.models import Case, F, OuterRef, Q, Subquery, Sum, Value, When
 from django.db.models.functions import Coalesce
@@ -15,7 +18,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_variables
 
-from api_manager.providers import ProviderConfig
+from api_manager.providers import ProviderConfig, netguard
 from core import crypto
 
 
@@ -33,6 +36,27 @@ def month_start(now: dt.datetime | None = None) -> dt.datetime:
 def month_of(day: dt.date) -> dt.date:
     """The first day of `day`'s month: how budget counters name a month."""
     return day.replace(day=1)
+
+
+def validate_base_url(url: str) -> None:
+    """Raise ValidationError unless `url` may be a key's base URL: an http(s) URL without
+    control characters or credentials whose host resolves only to public addresses (or an
+    allowed `host:port`, settings.PROVIDER_PRIVATE_HOSTS). Blocking: resolves the name.
+
+    The same checks and messages as the panel's key form; run by `ProviderKey.clean()`, so the
+    admin's key form (a ModelForm) cannot save what the panel refuses."""
+    if any(unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp"} for ch in url):
+        raise ValidationError(_("Enter an http:// or https:// URL."))
+    if netguard.has_credentials(url):
+        raise ValidationError(netguard.CREDENTIALS_MESSAGE)
+    try:
+        URLValidator(schemes=["http", "https"])(url)
+    except ValidationError:
+        raise ValidationError(_("Enter an http:// or https:// URL.")) from None
+    try:
+        netguard.check_url(url)
+    except netguard.UnsafeBaseURL as exc:
+        raise ValidationError(exc.message) from None
 
 
 class ProviderKeyQuerySet(models.QuerySet["ProviderKey"]):
@@ -124,6 +148,15 @@ class ProviderKey(models.Model):
 
     def __repr__(self) -> str:
         return f"<ProviderKey {self.pk} {self.provider} {crypto.mask(self.last4)}>"
+
+    def clean(self) -> None:
+        # The admin's form is a ModelForm: this is where it checks the base URL.
+        super().clean()
+        if self.base_url:
+            try:
+                validate_base_url(self.base_url)
+            except ValidationError as exc:
+                raise ValidationError({"base_url": exc.messages}) from None
 
     # -- the secret --------------------------------------------------------------------
     @sensitive_variables("plaintext")

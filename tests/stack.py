@@ -204,9 +204,10 @@ class Nginx(Process):
         if shutil.which("nginx") is None:
             raise RuntimeError("nginx is not installed")
         self.dir = Path(tempfile.mkdtemp(prefix="bsepar-nginx-"))
-        # The worker (`nobody` when started as root) writes large request bodies (attachments)
-        # under client_body_temp_path inside this directory: it must be able to enter it.
-        self.dir.chmod(0o755)
+        # Run as root, nginx's workers are an unprivileged user: they must be able to pass
+        # through this (0700) folder to the temp folders for bodies over 16 KB, or every
+        # such request is nginx's own 500 and never reaches the panel.
+        self.dir.chmod(0o711)
         self.port, self.http_port = free_port(), free_port()
         cert, key = self_signed(self.dir)
         site = (ROOT / "deploy" / "nginx.conf").read_text()

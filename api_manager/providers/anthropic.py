@@ -168,7 +168,9 @@ class AnthropicProvider(Provider):
                         block = tool_blocks.pop(data.get("index", 0))
                         try:
                             arguments = json.loads(block["json"] or "{}")
-                        except json.JSONDecodeError:
+                        # Nested deeper than the parser goes is RecursionError: bad JSON all the same (the
+                        # card is refused), not a failure of the whole reply.
+                        except (json.JSONDecodeError, RecursionError):
                             arguments = {"_raw": block["json"]}
                         yield Chunk(tool_call=ToolCall(block["id"], block["name"], arguments))
                     elif kind == "message_delta" and data.get("usage"):

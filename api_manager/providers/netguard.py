@@ -20,8 +20,10 @@ what, or whether a port is open).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
+import ssl
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -154,6 +156,16 @@ async def resolve(host: str, port: int) -> list[Any]:
     return await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
 
 
+@functools.cache
+def shared_ssl_context() -> ssl.SSLContext:
+    """One TLS context (the HTTP client's default trust store) for every provider client of
+    this process. Each context holds its own copy of the CA bundle in OpenSSL's memory; with one
+    per SDK client, the client cache's turnover (a user testing many saved keys) grew a worker
+    by ~0.5 MB per client for good (measured: +165 MB after 300 key tests, never returned),
+    where a shared one levels off. An SSLContext is meant to be shared by many connections."""
+    return httpx2.create_ssl_context()
+
+
 class GuardedTransport(httpx2.AsyncBaseTransport):
     """An httpx transport that connects only to checked addresses (see the module docstring).
 
@@ -162,6 +174,7 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
     client, i.e. one base URL, so its connection pool never mixes names on one address."""
 
     def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("verify", shared_ssl_context())
         self._inner = httpx2.AsyncHTTPTransport(**kwargs)
         self._resolved: dict[tuple[str, int], tuple[float, list[Address] | None]] = {}
 

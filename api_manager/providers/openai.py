@@ -167,7 +167,9 @@ class OpenAIProvider(Provider):
             for call in calls.values():
                 try:
                     arguments = json.loads(call["arguments"] or "{}")
-                except json.JSONDecodeError:
+                # Nested deeper than the parser goes is RecursionError: bad JSON all the same (the
+                # card is refused), not a failure of the whole reply.
+                except (json.JSONDecodeError, RecursionError):
                     arguments = {"_raw": call["arguments"]}
                 yield Chunk(tool_call=ToolCall(call["id"], call["name"], arguments))
         except Exception as exc:
