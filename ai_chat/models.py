@@ -185,6 +185,19 @@ class FileChange(models.Model):
     backup = models.BinaryField(null=True, blank=True, editable=False)
     backup_size = models.BigIntegerField(null=True, blank=True)
     after_hash = models.CharField(max_length=64, blank=True)
+    # The approval card that applied it (none for the JSON endpoint): an undo updates that
+    # card and tells the model, in that conversation. No database constraint and no cascade:
+    # deleting messages (a regeneration, a conversation) must not cost a query per change
+    # table; an undo whose reply is gone simply finds no card.
+    message = models.ForeignKey(
+        Message,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    call_id = models.CharField(max_length=100, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

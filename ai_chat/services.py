@@ -27,6 +27,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from ai_chat.actions.cards import is_note
 from ai_chat.actions.tools import cards_for, tools_for
 from ai_chat.forms import TurnForm, TurnKind
 from ai_chat.models import Conversation, Message, Role, Status
@@ -96,6 +97,18 @@ def build_history(messages: list[Message], budget_chars: int) -> list[dict[str, 
         picked.pop(0)
     history: list[dict[str, Any]] = []
     open_calls: list[str] = []
+    # Notes about settled cards (an undo) wait until the calls open at the time are answered:
+    # nothing may come between a tool call and its results.
+    notes: list[str] = []
+
+    def add_notes() -> None:
+        for note in notes:
+            text = f"[Panel note about your earlier action: {note}]"
+            if history and history[-1]["role"] == "user":
+                history[-1]["content"] += "\n\n" + text
+            else:
+                history.append({"role": "user", "content": text})
+        notes.clear()
 
     def close_open_calls() -> None:
         for call_id in open_calls:
@@ -109,6 +122,11 @@ def build_history(messages: list[Message], budget_chars: int) -> list[dict[str, 
         open_calls.clear()
 
     for message in picked:
+        if message.role == Role.TOOL and is_note(message.tool_call_id):
+            notes.append(message.content)
+            if not open_calls:
+                add_notes()
+            continue
         if message.role == Role.TOOL:
             if message.tool_call_id in open_calls:
                 open_calls.remove(message.tool_call_id)
@@ -121,6 +139,7 @@ def build_history(messages: list[Message], budget_chars: int) -> list[dict[str, 
                 )
             continue
         close_open_calls()
+        add_notes()
         cards = message.cards if message.role == Role.ASSISTANT else []
         if cards:
             calls = [ToolCall(card.id, card.name, card.arguments) for card in cards]
@@ -131,6 +150,7 @@ def build_history(messages: list[Message], budget_chars: int) -> list[dict[str, 
         else:
             history.append({"role": message.role, "content": message.content})
     close_open_calls()
+    add_notes()
     return history
 
 

@@ -355,7 +355,14 @@
       try {
         const response = await window.panel.post(button.dataset.undoUrl, { json: {} });
         if (response.ok) {
-          button.replaceWith(element("span", "muted small", strings.undone));
+          const data = await response.json();
+          const card = button.closest(".tool-card");
+          if (data.html && card) {
+            // The card in its true state (undone, no Undo), rendered by the server's template.
+            const holder = element("div");
+            holder.innerHTML = data.html;
+            card.replaceWith(holder.firstElementChild);
+          } else button.replaceWith(element("span", "muted small", strings.undone));
           return;
         }
         error = (await window.panel.errorOf(response)) || String(response.status);

@@ -261,7 +261,8 @@ def test_the_assistant_proposes_an_action_and_runs_it_only_after_approval(
     page.locator(".tool-card.applied").wait_for()
     assert "def added()" in (workspace / "notes.md").read_text()
     page.locator(".tool-card.applied [data-undo-url]").click()
-    page.locator(".tool-card.applied", has_text="Undone").wait_for()
+    page.locator(".tool-card.undone").wait_for()
+    assert page.locator("[data-undo-url]").count() == 0
     assert (workspace / "notes.md").read_text() == "# Notes\n"
     assert page.watch.errors == [], page.watch.errors
 
