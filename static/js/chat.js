@@ -34,6 +34,22 @@
   if (keySelect) keySelect.addEventListener("change", syncModelPlaceholder);
   syncModelPlaceholder();
 
+  // The model field offers the selected key's models (listed by its provider, cached by the
+  // panel), fetched when the field is first used; any other name can still be typed.
+  const modelLists = new Map();
+  async function offerModels() {
+    const url = keySelect && keySelect.selectedOptions[0]?.dataset.modelsUrl;
+    const datalist = document.getElementById("chat-models");
+    if (!url || !datalist) return;
+    if (!modelLists.has(url)) {
+      modelLists.set(url, window.panel.get(url)
+        .then((r) => r.json()).then((d) => d.models || []).catch(() => []));
+    }
+    const models = await modelLists.get(url);
+    datalist.replaceChildren(...models.map((m) => Object.assign(document.createElement("option"), { value: m })));
+  }
+  if (modelInput) modelInput.addEventListener("focus", offerModels);
+
   // -- helpers ---------------------------------------------------------------------------
   function scrollDown() {
     list.scrollTop = list.scrollHeight;
