@@ -163,7 +163,8 @@ def key_usage(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     context = {
         "page": "keys",
         "key": key,
-        "days": list(reversed(days)),
+        # The table lists the days with usage; the chart shows all thirty.
+        "days": list(reversed(stats.with_usage(days))),
         "total": stats.totals(days),
         "chart": chart,
     }
