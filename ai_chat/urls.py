@@ -1,6 +1,6 @@
 from django.urls import path
 
-from ai_chat import views
+from ai_chat import export, views
 
 app_name = "ai_chat"
 urlpatterns = [
@@ -8,6 +8,7 @@ urlpatterns = [
     path("c/<int:pk>/", views.chat_page, name="conversation"),
     path("c/<int:pk>/rename/", views.rename, name="rename"),
     path("c/<int:pk>/delete/", views.delete, name="delete"),
+    path("c/<int:pk>/export/", export.export, name="export"),
     path("c/<int:pk>/m/<int:message_id>/actions/<str:call_id>/", views.decide, name="decide"),
     path("stream/", views.stream, name="stream"),
 ]
