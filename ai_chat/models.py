@@ -24,12 +24,17 @@ class Conversation(models.Model):
     )
     model = models.CharField(max_length=200, blank=True)
     system_prompt = models.TextField(_("system prompt"), blank=True)
+    # Pinned conversations head the sidebar's list.
+    pinned = models.BooleanField(_("pinned"), default=False)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["-updated_at", "-id"]
-        indexes = [models.Index(fields=["owner", "-updated_at"])]
+        indexes = [
+            models.Index(fields=["owner", "-updated_at"]),
+            models.Index(fields=["owner", "-pinned", "-updated_at"], name="conversation_sidebar"),
+        ]
 
     def __str__(self) -> str:
         return self.title or f"#{self.pk}"
@@ -44,6 +49,10 @@ class Conversation(models.Model):
     def rename(self, title: str) -> None:
         self.title = title
         self.save(update_fields=["title"])
+
+    def set_pinned(self, pinned: bool) -> None:
+        self.pinned = pinned
+        self.save(update_fields=["pinned"])
 
 
 class Role(models.TextChoices):

@@ -398,7 +398,7 @@
   // -- the conversation list is one tab stop: arrows, Home and End move inside it ------------
   const conversationList = document.getElementById("conversation-list");
   function listLinks() {
-    return conversationList ? Array.from(conversationList.querySelectorAll("a")) : [];
+    return conversationList ? Array.from(conversationList.querySelectorAll("li > a")) : [];
   }
   function rovingStop() {
     const links = listLinks();
@@ -409,6 +409,15 @@
     const links = listLinks();
     const at = links.indexOf(document.activeElement);
     if (at < 0) return;
+    if (event.key === "ContextMenu" || (event.key === "F10" && event.shiftKey)) {
+      // The conversation's menu (pin, rename, delete): not a tab stop of its own.
+      const menu = links[at].parentElement.querySelector(".item-menu");
+      if (!menu) return;
+      event.preventDefault();
+      menu.open = true;
+      menu.querySelector(".item-menu-body button")?.focus();
+      return;
+    }
     const next = { ArrowDown: at + 1, ArrowUp: at - 1, Home: 0, End: links.length - 1 }[event.key];
     if (next === undefined) return;
     event.preventDefault();
