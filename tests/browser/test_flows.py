@@ -120,7 +120,7 @@ def test_the_whole_flow_from_sign_in_to_deleting_the_key(live_asgi, page, alice,
     # Rename, then delete the conversation.
     page.reload()
     page.click(".rename summary")
-    page.fill("input[name=title]", "Renamed in the browser")
+    page.fill(".rename input[name=title]", "Renamed in the browser")
     page.click(".rename button[type=submit]")
     page.locator("#chat-title", has_text="Renamed in the browser").wait_for()
     page.click(".chat-head button.danger")
