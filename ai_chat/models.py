@@ -25,12 +25,17 @@ class Conversation(models.Model):
     )
     model = models.CharField(max_length=200, blank=True)
     system_prompt = models.TextField(_("system prompt"), blank=True)
+    # Pinned conversations head the sidebar's list.
+    pinned = models.BooleanField(_("pinned"), default=False)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["-updated_at", "-id"]
-        indexes = [models.Index(fields=["owner", "-updated_at"])]
+        indexes = [
+            models.Index(fields=["owner", "-updated_at"]),
+            models.Index(fields=["owner", "-pinned", "-updated_at"], name="conversation_sidebar"),
+        ]
 
     def __str__(self) -> str:
         return self.title or f"#{self.pk}"
@@ -59,6 +64,10 @@ class Conversation(models.Model):
         if paths:
             transaction.on_commit(lambda: [default_storage.delete(p) for p in paths])
         return deleted
+
+    def set_pinned(self, pinned: bool) -> None:
+        self.pinned = pinned
+        self.save(update_fields=["pinned"])
 
 
 class Role(models.TextChoices):
@@ -221,6 +230,19 @@ class FileChange(models.Model):
     backup = models.BinaryField(null=True, blank=True, editable=False)
     backup_size = models.BigIntegerField(null=True, blank=True)
     after_hash = models.CharField(max_length=64, blank=True)
+    # The approval card that applied it (none for the JSON endpoint): an undo updates that
+    # card and tells the model, in that conversation. No database constraint and no cascade:
+    # deleting messages (a regeneration, a conversation) must not cost a query per change
+    # table; an undo whose reply is gone simply finds no card.
+    message = models.ForeignKey(
+        Message,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    call_id = models.CharField(max_length=100, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -29,6 +29,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from ai_chat import attachments
+from ai_chat.actions.cards import is_note
 from ai_chat.actions.tools import cards_for, tools_for
 from ai_chat.forms import TurnForm, TurnKind
 from ai_chat.models import Conversation, Message, Role, Status
@@ -112,6 +113,18 @@ def build_history(messages: list[Message], budget_chars: int) -> list[dict[str, 
         picked.pop(0)
     history: list[dict[str, Any]] = []
     open_calls: list[str] = []
+    # Notes about settled cards (an undo) wait until the calls open at the time are answered:
+    # nothing may come between a tool call and its results.
+    notes: list[str] = []
+
+    def add_notes() -> None:
+        for note in notes:
+            text = f"[Panel note about your earlier action: {note}]"
+            if history and history[-1]["role"] == "user":
+                history[-1]["content"] += "\n\n" + text
+            else:
+                history.append({"role": "user", "content": text})
+        notes.clear()
 
     def close_open_calls() -> None:
         for call_id in open_calls:
@@ -125,6 +138,11 @@ def build_history(messages: list[Message], budget_chars: int) -> list[dict[str, 
         open_calls.clear()
 
     for message in picked:
+        if message.role == Role.TOOL and is_note(message.tool_call_id):
+            notes.append(message.content)
+            if not open_calls:
+                add_notes()
+            continue
         if message.role == Role.TOOL:
             if message.tool_call_id in open_calls:
                 open_calls.remove(message.tool_call_id)
@@ -137,6 +155,7 @@ def build_history(messages: list[Message], budget_chars: int) -> list[dict[str, 
                 )
             continue
         close_open_calls()
+        add_notes()
         cards = message.cards if message.role == Role.ASSISTANT else []
         if cards:
             calls = [ToolCall(card.id, card.name, card.arguments) for card in cards]
@@ -149,6 +168,7 @@ def build_history(messages: list[Message], budget_chars: int) -> list[dict[str, 
         else:
             history.append({"role": message.role, "content": content})
     close_open_calls()
+    add_notes()
     return history
 
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from ai_chat import attachment_views, views
+from ai_chat import attachment_views, export, sidebar, views
 
 app_name = "ai_chat"
 urlpatterns = [
@@ -8,6 +8,8 @@ urlpatterns = [
     path("c/<int:pk>/", views.chat_page, name="conversation"),
     path("c/<int:pk>/rename/", views.rename, name="rename"),
     path("c/<int:pk>/delete/", views.delete, name="delete"),
+    path("c/<int:pk>/export/", export.export, name="export"),
+    path("c/<int:pk>/pin/", sidebar.pin, name="pin"),
     path("c/<int:pk>/m/<int:message_id>/actions/<str:call_id>/", views.decide, name="decide"),
     path("stream/", views.stream, name="stream"),
     path("stream/<int:message_id>/", views.reattach, name="reattach"),

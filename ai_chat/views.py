@@ -19,15 +19,12 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from ai_chat import attachments, jobs, services
+from ai_chat import attachments, jobs, search, services
 from ai_chat.actions import service as actions
 from ai_chat.actions.errors import ActionRefused
 from ai_chat.models import ActionKind, Conversation, Message
 from api_manager.models import ProviderKey
 from core.http import AuthenticatedHttpRequest, InvalidBody, read_json_body
-from core.text import normalize_for_search
-
-CONVERSATION_LIST_SIZE = 100
 
 
 def _get_conversation_for_user(request: AuthenticatedHttpRequest, pk: int) -> Conversation:
@@ -39,16 +36,7 @@ def _get_conversation_for_user(request: AuthenticatedHttpRequest, pk: int) -> Co
 
 
 def _conversation_list(request: AuthenticatedHttpRequest, query: str) -> list[Conversation]:
-    conversations = Conversation.objects.filter(owner=request.user)
-    if query:
-        needle = normalize_for_search(query)
-        matching = Message.objects.filter(
-            conversation__owner=request.user, search_text__contains=needle
-        )
-        conversations = conversations.filter(
-            pk__in=matching.values("conversation_id").distinct()
-        ) | conversations.filter(title_search__contains=needle)
-    return list(conversations.only("id", "title", "updated_at")[:CONVERSATION_LIST_SIZE])
+    return search.conversation_list(request.user, query)
 
 
 @require_GET

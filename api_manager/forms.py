@@ -78,6 +78,10 @@ class ProviderKeyForm(forms.Form):
     monthly_token_budget = forms.IntegerField(
         label=_("Monthly token budget"), required=False, min_value=1, max_value=10**15
     )
+    # A key is tested live when it is saved; one that fails is saved only when this is ticked.
+    save_anyway = forms.BooleanField(
+        label=_("Save anyway, even if the live test fails"), required=False
+    )
 
     def __init__(self, *args: object, require_label: bool = True, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)

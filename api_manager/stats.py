@@ -10,6 +10,7 @@ from django.db.models import QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from api_manager import pricing
 from api_manager.models import UsageRollup
 
 
@@ -21,6 +22,8 @@ class Day:
     requests: int = 0
     errors: int = 0
     cost: Decimal = Decimal("0")
+    # Tokens of models without a price: their cost is unknown, not 0.
+    unpriced_tokens: int = 0
 
     @property
     def tokens(self) -> int:
@@ -38,7 +41,8 @@ def since(count: int) -> dt.datetime:
 
 
 def daily(rollups: QuerySet[UsageRollup], days: int = 30) -> list[Day]:
-    """Per day totals of `rollups` for the last `days` days, oldest first, gaps filled.
+    """Per day totals of `rollups` for the last `days` days, oldest first, gaps filled
+    (the tokens of models without a price counted apart: `unpriced_tokens`).
 
     Reads the daily rollups: the cost is the number of rollup rows in the period (days ×
     users × models of the selection), not the number of calls.
@@ -46,6 +50,8 @@ def daily(rollups: QuerySet[UsageRollup], days: int = 30) -> list[Day]:
     rows = (
         rollups.filter(day__gte=last_days(days)[0])
         .values("day")
+        # First: below, `input_tokens` and `output_tokens` name the sums, not the columns.
+        .annotate(unpriced_tokens=pricing.unpriced_tokens())
         .annotate(
             input_tokens=Coalesce(Sum("input_tokens"), 0),
             output_tokens=Coalesce(Sum("output_tokens"), 0),
@@ -68,6 +74,7 @@ def daily(rollups: QuerySet[UsageRollup], days: int = 30) -> list[Day]:
                     row["requests"],
                     row["errors"],
                     Decimal(row["cost"]),
+                    row["unpriced_tokens"],
                 )
             )
         else:
@@ -83,4 +90,10 @@ def totals(days: list[Day]) -> Day:
         total.requests += day.requests
         total.errors += day.errors
         total.cost += day.cost
+        total.unpriced_tokens += day.unpriced_tokens
     return total
+
+
+def with_usage(days: list[Day]) -> list[Day]:
+    """The days that have any usage (a table lists these, not rows of zeros)."""
+    return [day for day in days if day.requests or day.tokens or day.errors]

@@ -14,7 +14,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_GET, require_POST
 
-from api_manager import stats
+from api_manager import live, stats
 from api_manager.forms import ProviderKeyForm
 from api_manager.limits import TooManyChecks, count_provider_check
 from api_manager.models import ProviderKey, UsageRollup
@@ -49,32 +49,6 @@ def settings_page(request: AuthenticatedHttpRequest) -> HttpResponse:
     return render(
         request, "api_manager/settings.html", _settings_context(request, ProviderKeyForm())
     )
-
-
-@sensitive_post_parameters("api_key")
-@require_POST
-@sensitive_variables("data")
-def add_key(request: AuthenticatedHttpRequest) -> HttpResponse:
-    form = ProviderKeyForm(request.POST)
-    if not form.is_valid():
-        return render(
-            request, "api_manager/settings.html", _settings_context(request, form), status=400
-        )
-    data = form.cleaned_data
-    key = ProviderKey(
-        owner=request.user,
-        provider=data["provider"],
-        label=data["label"],
-        base_url=data["base_url"],
-        default_model=data["default_model"],
-        shared=data["shared"],
-        monthly_token_budget=data["monthly_token_budget"],
-    )
-    key.set_secret(data["api_key"])
-    key.save()
-    logger.info("user %s added %s key %s", request.user.pk, key.provider, key.pk)
-    messages.success(request, _("Key “%(label)s” added.") % {"label": key.label})
-    return HttpResponseRedirect(reverse("api_manager:settings"))
 
 
 @require_POST
@@ -136,6 +110,8 @@ async def test_key(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         )
     result = await _list_models(config)
     if result["ok"]:
+        # The test refreshes the list the model pickers offer.
+        await sync_to_async(live.remember_models)(key.pk, result["models"])
         await sync_to_async(key.record_success)()
     else:
         await sync_to_async(key.record_error)(str(result["error"]))
@@ -187,7 +163,8 @@ def key_usage(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     context = {
         "page": "keys",
         "key": key,
-        "days": list(reversed(days)),
+        # The table lists the days with usage; the chart shows all thirty.
+        "days": list(reversed(stats.with_usage(days))),
         "total": stats.totals(days),
         "chart": chart,
     }

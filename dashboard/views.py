@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from ai_chat.models import Conversation, Message, Role
-from api_manager import stats
+from api_manager import pricing, stats
 from api_manager.models import ProviderKey, ProviderName, UsageRollup, month_start
 from core.charts import stacked_bars
 from core.http import AuthenticatedHttpRequest
@@ -26,7 +26,7 @@ RECENT_ERROR_DAYS = 7
 
 def _usage_by_day_key_provider(rollups, first_day: dt.date) -> list[dict[str, Any]]:
     """One query over the daily rollups: tokens and cost per day, key label and provider
-    since `first_day`."""
+    since `first_day`, with the tokens of models that have no price."""
     return list(
         rollups.filter(day__gte=first_day)
         .values("day", "key_label", "provider")
@@ -34,9 +34,24 @@ def _usage_by_day_key_provider(rollups, first_day: dt.date) -> list[dict[str, An
             tokens_in=Coalesce(Sum("input_tokens"), 0),
             tokens_out=Coalesce(Sum("output_tokens"), 0),
             cost=Coalesce(Sum("cost"), Decimal("0")),
+            unpriced=pricing.unpriced_tokens(),
         )
         .order_by("key_label", "day")
     )
+
+
+def needs_attention(key: ProviderKey, user: Any, since: dt.datetime) -> bool:
+    """Whether the dashboard asks `user` to look at `key`: only a key they own (they can fix
+    it), that failed since `since` and has not worked since its last error, or is near its
+    monthly budget."""
+    if key.owner_id != user.pk:
+        return False
+    failing = (
+        key.last_error_at is not None
+        and key.last_error_at >= since
+        and not (key.last_used_at and key.last_used_at > key.last_error_at)
+    )
+    return failing or key.near_budget
 
 
 @require_GET
@@ -67,7 +82,7 @@ def index(request: AuthenticatedHttpRequest) -> HttpResponse:
     day_index = {day: i for i, day in enumerate(days)}
     per_key: dict[str, list[int]] = defaultdict(lambda: [0] * len(days))
     per_provider = {
-        p: {"label": label, "tokens_in": 0, "tokens_out": 0, "cost": Decimal("0")}
+        p: {"label": label, "tokens_in": 0, "tokens_out": 0, "cost": Decimal("0"), "unpriced": 0}
         for p, label in ProviderName.choices
     }
     for row in rows:
@@ -80,6 +95,7 @@ def index(request: AuthenticatedHttpRequest) -> HttpResponse:
             totals["tokens_in"] += row["tokens_in"]
             totals["tokens_out"] += row["tokens_out"]
             totals["cost"] += row["cost"]
+            totals["unpriced"] += row["unpriced"]
     chart = stacked_bars(days, list(per_key.items()))
 
     keys = list(ProviderKey.objects.usable_by(user).with_month_tokens())
@@ -87,9 +103,7 @@ def index(request: AuthenticatedHttpRequest) -> HttpResponse:
     for k in keys:
         # Decided here once, so the template does not repeat the threshold.
         k.near_budget = k.budget_used_ratio is not None and k.budget_used_ratio >= NEAR_BUDGET
-    attention = [
-        k for k in keys if (k.last_error_at and k.last_error_at >= recent_error) or k.near_budget
-    ]
+    attention = [k for k in keys if needs_attention(k, user, recent_error)]
     recent = list(Conversation.objects.filter(owner=user).only("id", "title", "updated_at")[:6])
 
     team: list[dict[str, Any]] = []
@@ -101,6 +115,7 @@ def index(request: AuthenticatedHttpRequest) -> HttpResponse:
                 requests=Sum("requests"),
                 tokens=Coalesce(Sum("input_tokens"), 0) + Coalesce(Sum("output_tokens"), 0),
                 cost=Coalesce(Sum("cost"), Decimal("0")),
+                unpriced=pricing.unpriced_tokens(),
             )
             .order_by("-tokens")[:20]
         )

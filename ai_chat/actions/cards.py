@@ -30,7 +30,13 @@ class CardState(models.TextChoices):
     APPLIED = "applied", _("applied")
     REJECTED = "rejected", _("rejected")
     FAILED = "failed", _("not run")
+    UNDONE = "undone", _("undone")
 
+
+# A note about a card stored after its result (an undo) is a `tool` message whose
+# tool_call_id is this prefix and the call's id: it can never match an open call (CALL_ID has no
+# colon), and the history sends it to the model as a note in the conversation.
+NOTE_PREFIX = "note:"
 
 # A card in these states still waits for the user (a refused one: to tell the model).
 OPEN_STATES = frozenset({CardState.PENDING, CardState.REFUSED})
@@ -108,9 +114,29 @@ class Card:
     def can_undo(self) -> bool:
         return self.state == CardState.APPLIED and self.change is not None
 
+    @property
+    def diff_lines(self) -> list[tuple[str, str]]:
+        """The diff's lines, each with its CSS class: `add`, `del`, `hunk`, `meta` (the file
+        names) or "" (context). Classes, not inline styles: the CSP allows none."""
+        lines: list[tuple[str, str]] = []
+        for line in self.diff.splitlines():
+            if line.startswith(("+++", "---")):
+                kind = "meta"
+            elif line.startswith("@@"):
+                kind = "hunk"
+            else:
+                kind = {"+": "add", "-": "del"}.get(line[:1], "")
+            lines.append((kind, line))
+        return lines
+
 
 def cards_of(tool_calls: Any) -> list[Card]:
     """The cards stored on a reply (`Message.tool_calls`), whatever was stored there."""
     if not isinstance(tool_calls, list):
         return []
     return [Card.from_json(item) for item in tool_calls]
+
+
+def is_note(tool_call_id: str) -> bool:
+    """Whether a `tool` message is a note about a settled card (see NOTE_PREFIX)."""
+    return tool_call_id.startswith(NOTE_PREFIX)

@@ -786,6 +786,15 @@ def _cap_size(result: Result) -> Result:
     return Result(result.columns, rows, True)
 
 
+def check(code: Any, user: Any) -> None:
+    """Parse and check `code` for `user` without running it; raise QueryRefused when it could
+    never run (outside the grammar, a model or field not allowed, a value a field refuses)."""
+    try:
+        build(parse(code), user)
+    except BAD_VALUE_ERRORS as exc:
+        raise _bad_value(exc) from None
+
+
 def execute(code: Any, user: Any) -> Result:
     """Parse and run `code` for `user`; raise QueryRefused when it is not allowed."""
     return run(parse(code), user)

@@ -15,7 +15,14 @@ from django.db import transaction
 from django.utils.translation import gettext as _
 
 from ai_chat.actions import audit, files, query
-from ai_chat.actions.cards import APPEND_TOOL, QUERY_TOOL, Card, CardState, cards_of
+from ai_chat.actions.cards import (
+    APPEND_TOOL,
+    NOTE_PREFIX,
+    QUERY_TOOL,
+    Card,
+    CardState,
+    cards_of,
+)
 from ai_chat.actions.errors import ActionRefused
 from ai_chat.models import ActionKind, ChangeStatus, FileChange, Message, Role
 
@@ -102,12 +109,49 @@ def _apply(user: Any, change: FileChange, entry: audit.Attempt) -> dict[str, Any
 
 
 def undo_change(user: Any, change_id: int) -> dict[str, Any]:
-    """Restore the file as it was before change `change_id` of `user`."""
+    """Restore the file as it was before change `change_id` of `user`. When an approval card
+    applied it, the card becomes `undone` and a note for the model is stored in its
+    conversation; the answer then also holds the card (`card`) and its reply (`message`)."""
     with audit.attempt(user, ActionKind.UNDO, {"change": change_id}) as entry:
         _require(user, WRITE_FILES)
         change = files.undo(user, change_id)
         entry.path, entry.file_hash = change.path, change.after_hash
-        return {"ok": True, "change": change.pk}
+        answer: dict[str, Any] = {"ok": True, "change": change.pk}
+        card = _mark_undone(change)
+        if card is not None:
+            answer.update(card=card.as_json(), message=change.message_id)
+        return answer
+
+
+def _mark_undone(change: FileChange) -> Card | None:
+    """Mark the card that applied `change` undone and store the note the next turn sends to
+    the model (a `tool` message under NOTE_PREFIX); None when no card applied it."""
+    if change.message_id is None or not change.call_id:
+        return None
+    with transaction.atomic():
+        reply = Message.objects.select_for_update().filter(pk=change.message_id).first()
+        if reply is None:
+            return None
+        cards = cards_of(reply.tool_calls)
+        card = next((c for c in cards if c.id == change.call_id), None)
+        if card is None:
+            return None
+        card.state = CardState.UNDONE
+        reply.tool_calls = [c.as_json() for c in cards]
+        reply.save(update_fields=["tool_calls"])
+        note = {
+            "undone": True,
+            "call": card.id,
+            "path": change.path,
+            "note": "The user undid this change: the file is back as it was before it.",
+        }
+        Message.objects.create(
+            conversation_id=reply.conversation_id,
+            role=Role.TOOL,
+            tool_call_id=f"{NOTE_PREFIX}{card.id}",
+            content=json.dumps(note, ensure_ascii=False),
+        )
+    return card
 
 
 # -- approval cards ---------------------------------------------------------------------------
@@ -115,7 +159,14 @@ def undo_change(user: Any, change_id: int) -> dict[str, Any]:
 
 def preview_card(user: Any, card: Card) -> Card:
     """Fill in an append card's diff (a preview, which changes nothing) or refuse the card."""
-    if card.name == APPEND_TOOL:
+    if card.name == QUERY_TOOL:
+        # A query the validator refuses can never run: the card says why at once, and offers
+        # only to tell the assistant (nothing is run or audited until the user decides).
+        try:
+            query.check(card.arguments.get("code"), user)
+        except ActionRefused as exc:
+            card.state, card.error = CardState.REFUSED, exc.message
+    elif card.name == APPEND_TOOL:
         try:
             answer = preview_append(user, card.arguments)
         except ActionRefused as exc:
@@ -126,7 +177,7 @@ def preview_card(user: Any, card: Card) -> Card:
             card.state, card.error = CardState.REFUSED, "The preview failed unexpectedly."
         else:
             card.diff, card.change = answer["preview"], answer["change"]
-    elif card.name != QUERY_TOOL:
+    else:
         card.state, card.error = CardState.REFUSED, f"Unknown tool {card.name[:100]!r}."
     return card
 
@@ -246,4 +297,7 @@ def _save(reply: Message, card: Card, for_model: str) -> bool:
             tool_call_id=card.id,
             content=for_model,
         )
+        if card.state == CardState.APPLIED and card.change is not None:
+            # So that an undo finds this card (and its conversation) again.
+            FileChange.objects.filter(pk=card.change).update(message=locked, call_id=card.id)
     return all(not c.is_open and c.state != CardState.RUNNING for c in cards)

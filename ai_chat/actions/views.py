@@ -7,11 +7,13 @@ from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpResponse, JsonResponse
+from django.template.loader import render_to_string
 from django.views.decorators.http import require_POST
 
 from ai_chat.actions import service
+from ai_chat.actions.cards import Card
 from ai_chat.actions.errors import ActionRefused
-from ai_chat.models import ActionKind
+from ai_chat.models import ActionKind, Message
 from core.http import AuthenticatedHttpRequest, InvalidBody, body_excerpt, read_json_body
 
 
@@ -52,6 +54,20 @@ def confirm_view(request: AuthenticatedHttpRequest) -> HttpResponse:
 @require_POST
 def undo_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     try:
-        return JsonResponse(service.undo_change(request.user, pk))
+        answer = service.undo_change(request.user, pk)
     except ActionRefused as exc:
         return JsonResponse(exc.as_json(), status=exc.status)
+    if "card" in answer:
+        # The chat replaces the card with this one (its true state, without Undo).
+        conversation_id = Message.objects.values_list("conversation_id", flat=True).get(
+            pk=answer["message"]
+        )
+        answer["html"] = render_to_string(
+            "ai_chat/tool_card.html",
+            {
+                "card": Card.from_json(answer["card"]),
+                "message": {"conversation_id": conversation_id, "id": answer["message"]},
+            },
+            request=request,
+        )
+    return JsonResponse(answer)

@@ -35,6 +35,22 @@
   if (keySelect) keySelect.addEventListener("change", syncModelPlaceholder);
   syncModelPlaceholder();
 
+  // The model field offers the selected key's models (listed by its provider, cached by the
+  // panel), fetched when the field is first used; any other name can still be typed.
+  const modelLists = new Map();
+  async function offerModels() {
+    const url = keySelect && keySelect.selectedOptions[0]?.dataset.modelsUrl;
+    const datalist = document.getElementById("chat-models");
+    if (!url || !datalist) return;
+    if (!modelLists.has(url)) {
+      modelLists.set(url, window.panel.get(url)
+        .then((r) => r.json()).then((d) => d.models || []).catch(() => []));
+    }
+    const models = await modelLists.get(url);
+    datalist.replaceChildren(...models.map((m) => Object.assign(document.createElement("option"), { value: m })));
+  }
+  if (modelInput) modelInput.addEventListener("focus", offerModels);
+
   // -- helpers ---------------------------------------------------------------------------
   function scrollDown() {
     list.scrollTop = list.scrollHeight;
@@ -411,7 +427,14 @@
       try {
         const response = await window.panel.post(button.dataset.undoUrl, { json: {} });
         if (response.ok) {
-          button.replaceWith(element("span", "muted small", strings.undone));
+          const data = await response.json();
+          const card = button.closest(".tool-card");
+          if (data.html && card) {
+            // The card in its true state (undone, no Undo), rendered by the server's template.
+            const holder = element("div");
+            holder.innerHTML = data.html;
+            card.replaceWith(holder.firstElementChild);
+          } else button.replaceWith(element("span", "muted small", strings.undone));
           return;
         }
         error = (await window.panel.errorOf(response)) || String(response.status);
@@ -436,7 +459,7 @@
   // -- the conversation list is one tab stop: arrows, Home and End move inside it ------------
   const conversationList = document.getElementById("conversation-list");
   function listLinks() {
-    return conversationList ? Array.from(conversationList.querySelectorAll("a")) : [];
+    return conversationList ? Array.from(conversationList.querySelectorAll("li > a")) : [];
   }
   function rovingStop() {
     const links = listLinks();
@@ -447,6 +470,15 @@
     const links = listLinks();
     const at = links.indexOf(document.activeElement);
     if (at < 0) return;
+    if (event.key === "ContextMenu" || (event.key === "F10" && event.shiftKey)) {
+      // The conversation's menu (pin, rename, delete): not a tab stop of its own.
+      const menu = links[at].parentElement.querySelector(".item-menu");
+      if (!menu) return;
+      event.preventDefault();
+      menu.open = true;
+      menu.querySelector(".item-menu-body button")?.focus();
+      return;
+    }
     const next = { ArrowDown: at + 1, ArrowUp: at - 1, Home: 0, End: links.length - 1 }[event.key];
     if (next === undefined) return;
     event.preventDefault();

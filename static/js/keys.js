@@ -37,6 +37,15 @@
     });
   });
 
+  // A key's edit page: the model field offers the models the key's provider lists.
+  const modelList = document.querySelector("datalist[data-models-url]");
+  if (modelList && !modelList.options.length) {
+    window.panel.get(modelList.dataset.modelsUrl)
+      .then((response) => response.json())
+      .then((data) => modelList.replaceChildren(...(data.models || []).map((m) => Object.assign(document.createElement("option"), { value: m }))))
+      .catch(() => {}); // the field still takes any name
+  }
+
   // The wizard.
   const wizard = document.getElementById("key-wizard");
   if (!wizard) return;

@@ -21,13 +21,16 @@ window.panel = {
     const input = document.querySelector("input[name=csrfmiddlewaretoken]");
     return input ? input.value : "";
   },
-  post(url, { body, json, accept = "application/json", signal } = {}) {
+  post(url, { body, json, accept = "application/json", signal, method = "POST" } = {}) {
     const headers = { "X-CSRFToken": window.panel.csrfToken(), Accept: accept };
     if (json !== undefined) {
       headers["Content-Type"] = "application/json";
       body = JSON.stringify(json);
     }
-    return fetch(url, { method: "POST", body, headers, credentials: "same-origin", signal });
+    return fetch(url, { method, body, headers, credentials: "same-origin", signal });
+  },
+  get(url, options = {}) {
+    return window.panel.post(url, { ...options, method: "GET" });
   },
   // The `error` of a JSON refusal, or null when the answer is not JSON (a proxy's error page).
   async errorOf(response) {

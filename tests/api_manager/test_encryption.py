@@ -30,10 +30,15 @@ def test_the_database_holds_no_plaintext(alice):
     assert OPENAI_SECRET[-4:] in dump  # only the last four, for display
 
 
-def test_the_database_file_holds_no_plaintext_after_adding_through_the_form(alice_client, settings):
-    alice_client.post(
-        "/api-manager/keys/add/", {"provider": "openai", "label": "k", "api_key": OPENAI_SECRET}
+def test_the_database_file_holds_no_plaintext_after_adding_through_the_form(
+    alice_client, settings, fake
+):
+    # Saving tests the key live: against the fake provider, never the internet.
+    response = alice_client.post(
+        "/api-manager/keys/add/",
+        {"provider": "openai", "label": "k", "api_key": OPENAI_SECRET, "base_url": fake.openai_url},
     )
+    assert response.status_code == 302
     assert OPENAI_SECRET not in raw_table_dump()
 
 
@@ -91,10 +96,11 @@ def test_the_log_filter_redacts_anything_that_looks_like_a_key(text):
     assert "abcdefghijklmnop1234" not in record.getMessage()
 
 
-def test_adding_a_key_logs_no_secret(alice_client, caplog):
+def test_adding_a_key_logs_no_secret(alice_client, caplog, fake):
     caplog.set_level(logging.DEBUG)
     alice_client.post(
-        "/api-manager/keys/add/", {"provider": "openai", "label": "k", "api_key": OPENAI_SECRET}
+        "/api-manager/keys/add/",
+        {"provider": "openai", "label": "k", "api_key": OPENAI_SECRET, "base_url": fake.openai_url},
     )
     alice_client.post(
         "/api-manager/keys/add/", {"provider": "anthropic", "label": "k", "api_key": OPENAI_SECRET}
@@ -102,7 +108,7 @@ def test_adding_a_key_logs_no_secret(alice_client, caplog):
     assert OPENAI_SECRET not in caplog.text
 
 
-def test_the_error_report_hides_the_pasted_key(alice):
+def test_the_error_report_hides_the_pasted_key(alice, fake):
     """A crash while adding a key: the report Django mails or logs (DEBUG off) has no secret,
     neither in the POST data nor in the view's local variables."""
     import sys
@@ -126,7 +132,12 @@ def test_the_error_report_hides_the_pasted_key(alice):
         with mock.patch.object(ProviderKey, "save", side_effect=RuntimeError("database on fire")):
             response = client.post(
                 "/api-manager/keys/add/",
-                {"provider": "openai", "label": "k", "api_key": OPENAI_SECRET},
+                {
+                    "provider": "openai",
+                    "label": "k",
+                    "api_key": OPENAI_SECRET,
+                    "base_url": fake.openai_url,
+                },
             )
     finally:
         got_request_exception.disconnect(capture)

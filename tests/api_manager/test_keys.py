@@ -25,8 +25,9 @@ def add_form(**overrides):
     return data
 
 
-def test_it_adds_a_key_and_redirects(alice_client, alice):
-    response = alice_client.post(ADD, add_form())
+def test_it_adds_a_key_and_redirects(alice_client, alice, fake):
+    # Saving tests the key live (#12.7): against the fake provider, never the internet.
+    response = alice_client.post(ADD, add_form(base_url=fake.openai_url))
     assert response.status_code == 302
     assert response["Location"] == "/api-manager/settings/"
     key = ProviderKey.objects.get()
@@ -36,20 +37,16 @@ def test_it_adds_a_key_and_redirects(alice_client, alice):
     assert key.is_active
 
 
-def test_it_adds_an_anthropic_key_with_a_compatible_base_url(alice_client):
+def test_it_adds_an_anthropic_key_with_a_compatible_base_url(alice_client, fake):
+    # The key is tested live when saved (#12.7): a compatible endpoint the test can reach (the
+    # fake, allowed by PROVIDER_PRIVATE_HOSTS), written with a trailing slash.
     response = alice_client.post(
         ADD,
-        add_form(
-            provider="anthropic",
-            api_key=ANTHROPIC_SECRET,
-            # A public address: the base URL is resolved and checked (netguard), and names do
-            # not resolve in the test sandbox.
-            base_url="https://1.1.1.1/anthropic/",
-        ),
+        add_form(provider="anthropic", api_key=ANTHROPIC_SECRET, base_url=fake.anthropic_url + "/"),
     )
     assert response.status_code == 302
     key = ProviderKey.objects.get()
-    assert key.base_url == "https://1.1.1.1/anthropic"
+    assert key.base_url == fake.anthropic_url.rstrip("/")
 
 
 @pytest.mark.parametrize(

@@ -74,7 +74,8 @@ def test_undo_gives_its_button_back_when_the_panel_cannot_be_reached(
     # Back online, the same button undoes the change.
     page.unroute("**/undo/")
     undo.click()
-    page.locator(".tool-card.applied", has_text="Undone").wait_for()
+    page.locator(".tool-card.undone").wait_for()
+    assert page.locator("[data-undo-url]").count() == 0
     assert (workspace / "notes.md").read_text() == "# Notes\n"
     errors = [e for e in page.watch.errors if "ERR_FAILED" not in e]
     assert errors == [], errors

@@ -121,7 +121,7 @@ def test_the_whole_flow_from_sign_in_to_deleting_the_key(live_asgi, page, alice,
     # Rename, then delete the conversation.
     page.reload()
     page.click(".rename summary")
-    page.fill("input[name=title]", "Renamed in the browser")
+    page.fill(".rename input[name=title]", "Renamed in the browser")
     page.click(".rename button[type=submit]")
     page.locator("#chat-title", has_text="Renamed in the browser").wait_for()
     page.click(".chat-head button.danger")
@@ -262,7 +262,8 @@ def test_the_assistant_proposes_an_action_and_runs_it_only_after_approval(
     page.locator(".tool-card.applied").wait_for()
     assert "def added()" in (workspace / "notes.md").read_text()
     page.locator(".tool-card.applied [data-undo-url]").click()
-    page.locator(".tool-card.applied", has_text="Undone").wait_for()
+    page.locator(".tool-card.undone").wait_for()
+    assert page.locator("[data-undo-url]").count() == 0
     assert (workspace / "notes.md").read_text() == "# Notes\n"
     assert page.watch.errors == [], page.watch.errors
 

@@ -78,10 +78,16 @@ def test_key_changes_are_recorded_with_who_did_them(alice_client, alice):
     assert not any(OPENAI_SECRET in e.detail or key.last4 in e.detail for e in events)
 
 
-def test_a_key_added_through_the_page_is_recorded(alice_client):
+def test_a_key_added_through_the_page_is_recorded(alice_client, fake):
+    # Saving tests the key live: against the fake provider, never the internet.
     response = alice_client.post(
         "/api-manager/keys/add/",
-        {"provider": "openai", "label": "Mine", "api_key": "sk-test-abcdefghijklmnop"},
+        {
+            "provider": "openai",
+            "label": "Mine",
+            "api_key": "sk-test-abcdefghijklmnop",
+            "base_url": fake.openai_url,
+        },
     )
     assert response.status_code == 302
     event = changes().get()

@@ -1,0 +1,102 @@
+"""#12 sidebar: pin (pinned first), rename and delete from each conversation's menu, and a
+search that treats the Persian half-space (ZWNJ), a plain space and no separator alike."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from ai_chat.models import Conversation, Message, Role
+
+
+def conversation(owner, title, minutes_ago=0, text=""):
+    c = Conversation.objects.create(
+        owner=owner, title=title, updated_at=timezone.now() - dt.timedelta(minutes=minutes_ago)
+    )
+    if text:
+        m = Message(conversation=c, role=Role.USER)
+        m.set_content(text)
+        m.save()
+    return c
+
+
+def listed(client, **params) -> list[str]:
+    response = client.get("/ai-chat/", params)
+    return [c.title for c in response.context["conversations"]]
+
+
+def test_a_pinned_conversation_comes_first_until_unpinned(alice_client, alice):
+    old = conversation(alice, "Old but important", minutes_ago=600)
+    conversation(alice, "Newer", minutes_ago=5)
+    assert listed(alice_client) == ["Newer", "Old but important"]
+    response = alice_client.post(f"/ai-chat/c/{old.id}/pin/", {"pinned": "1", "next": "/ai-chat/"})
+    assert response.status_code == 302
+    assert response["Location"] == "/ai-chat/"
+    old.refresh_from_db()
+    assert old.pinned
+    assert listed(alice_client) == ["Old but important", "Newer"]
+    html = alice_client.get("/ai-chat/").content.decode()
+    assert f'data-conversation-id="{old.id}" class="pinned"' in html
+    alice_client.post(f"/ai-chat/c/{old.id}/pin/", {"pinned": "0"})
+    assert listed(alice_client) == ["Newer", "Old but important"]
+
+
+def test_pinning_is_the_owners_post_only(alice_client, bob_client, alice):
+    c = conversation(alice, "Mine")
+    assert bob_client.post(f"/ai-chat/c/{c.id}/pin/", {"pinned": "1"}).status_code == 404
+    assert alice_client.get(f"/ai-chat/c/{c.id}/pin/").status_code == 405
+    csrf = Client(enforce_csrf_checks=True)
+    csrf.force_login(alice)
+    assert csrf.post(f"/ai-chat/c/{c.id}/pin/", {"pinned": "1"}).status_code == 403
+    c.refresh_from_db()
+    assert not c.pinned
+
+
+def test_pinning_never_redirects_off_the_site(alice_client, alice):
+    c = conversation(alice, "Mine")
+    for target in ("https://evil.example/", "//evil.example/x", "javascript:alert(1)"):
+        response = alice_client.post(f"/ai-chat/c/{c.id}/pin/", {"pinned": "1", "next": target})
+        assert response["Location"] == f"/ai-chat/c/{c.id}/"
+
+
+def test_every_conversation_in_the_sidebar_has_pin_rename_and_delete(alice_client, alice):
+    a, b = conversation(alice, "First"), conversation(alice, "Second")
+    html = alice_client.get("/ai-chat/").content.decode()
+    for c in (a, b):
+        assert f'action="/ai-chat/c/{c.id}/pin/"' in html
+        assert f'action="/ai-chat/c/{c.id}/rename/"' in html
+        delete = html.split(f'action="/ai-chat/c/{c.id}/delete/"')[1].split(">")[0]
+        assert "data-confirm=" in delete  # delete asks first
+
+
+def test_renaming_and_deleting_from_the_sidebar_work_on_any_conversation(alice_client, alice):
+    open_one, other = conversation(alice, "Open"), conversation(alice, "Other")
+    alice_client.post(f"/ai-chat/c/{other.id}/rename/", {"title": "Renamed from the list"})
+    other.refresh_from_db()
+    assert other.title == "Renamed from the list"
+    alice_client.post(f"/ai-chat/c/{other.id}/delete/")
+    assert list(Conversation.objects.values_list("title", flat=True)) == [open_one.title]
+
+
+@pytest.mark.parametrize(
+    "stored,query",
+    [
+        ("می‌خواهم بروم", "می خواهم"),  # half-space stored, space searched
+        ("می خواهم بروم", "می‌خواهم"),  # space stored, half-space searched
+        ("می‌خواهم بروم", "میخواهم"),  # no separator at all
+        ("نامه‌ی اداری", "نامه ی"),
+    ],
+)
+def test_search_treats_the_half_space_and_a_space_alike(alice_client, alice, stored, query):
+    conversation(alice, "in a message", text=f"امروز {stored}")
+    conversation(alice, f"عنوان {stored}")
+    conversation(alice, "unrelated", text="چیز دیگری")
+    assert sorted(listed(alice_client, q=query)) == sorted(["in a message", f"عنوان {stored}"])
+
+
+def test_search_still_finds_nothing_for_other_words(alice_client, alice):
+    conversation(alice, "A", text="می‌خواهم")
+    assert listed(alice_client, q="نمی‌دانم") == []

@@ -1,0 +1,92 @@
+"""The sidebar in real Chromium, in both languages (Persian on the phone): pin, rename and
+delete from a conversation's menu (delete asks first), and the half-space search."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from ai_chat.models import Conversation, Message, Role
+from tests.browser.conftest import screenshot
+from tests.browser.test_flows import sign_in
+
+
+def make(owner, title, minutes_ago, text=""):
+    c = Conversation.objects.create(
+        owner=owner, title=title, updated_at=timezone.now() - dt.timedelta(minutes=minutes_ago)
+    )
+    if text:
+        m = Message(conversation=c, role=Role.USER)
+        m.set_content(text)
+        m.save()
+    return c
+
+
+@pytest.mark.parametrize(("language", "phone"), [("en", False), ("fa", True)])
+def test_pin_rename_delete_and_search_from_the_sidebar(
+    live_asgi, open_page, alice, language, phone
+):
+    old = make(alice, "Old plan", 600, text="می‌خواهم بروم")
+    make(alice, "Newer chat", 5)
+    doomed = make(alice, "Doomed chat", 10)
+    page = open_page(language, phone)
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: dialogs.append(d.message))
+    sign_in(page, live_asgi.url)
+    page.goto(f"{live_asgi.url}/ai-chat/")
+    if phone:
+        page.click("[data-action=conversations]")
+
+    # Pin the oldest: it moves to the top, marked.
+    item = page.locator(f"#conversation-list li[data-conversation-id='{old.id}']")
+    item.locator(".item-menu summary").click()
+    item.locator("[data-action=pin]").click()
+    page.wait_for_load_state()
+    if phone:
+        page.click("[data-action=conversations]")
+    first = page.locator("#conversation-list > li").first
+    assert first.get_attribute("data-conversation-id") == str(old.id)
+    assert "pinned" in first.get_attribute("class")
+    screenshot(page, f"{language}-sidebar-pinned")
+    if not phone:
+        # From the keyboard: Shift+F10 on a conversation opens its menu, focus on its first
+        # action (the list stays one tab stop).
+        first.locator("a").focus()
+        page.keyboard.press("Shift+F10")
+        assert first.locator(".item-menu").get_attribute("open") is not None
+        assert page.evaluate("document.activeElement.dataset.action") == "pin"
+        page.keyboard.press("Escape")
+
+    # Rename another one from its menu.
+    item = page.locator(f"#conversation-list li[data-conversation-id='{doomed.id}']")
+    item.locator(".item-menu summary").click()
+    item.locator("input[name=title]").fill("Renamed in the list")
+    item.locator("[data-action=rename]").click()
+    page.wait_for_load_state()
+    doomed.refresh_from_db()
+    assert doomed.title == "Renamed in the list"
+
+    # Delete it from its menu: the browser asks first.
+    page.goto(f"{live_asgi.url}/ai-chat/")
+    if phone:
+        page.click("[data-action=conversations]")
+    item = page.locator(f"#conversation-list li[data-conversation-id='{doomed.id}']")
+    item.locator(".item-menu summary").click()
+    item.locator("[data-action=delete]").click()
+    page.wait_for_load_state()
+    assert len(dialogs) == 1
+    assert not Conversation.objects.filter(pk=doomed.id).exists()
+
+    # Search with a plain space finds the message written with a half-space.
+    page.goto(f"{live_asgi.url}/ai-chat/?q=" + "می خواهم")
+    if phone:
+        page.click("[data-action=conversations]")
+    links = page.locator("#conversation-list li > a")
+    assert links.count() == 1
+    assert "Old plan" in links.first.inner_text()
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= (390 if phone else 1280)
+    screenshot(page, f"{language}-sidebar-search")
+    assert page.watch.errors == [], page.watch.errors
