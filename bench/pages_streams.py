@@ -156,7 +156,41 @@ async def with_streams(
                     stderr=asyncio.subprocess.STDOUT,
                 )
                 dumps[pid] = (await out.communicate())[0].decode(errors="replace")
+        recorders = []
+        if pyspy:
+            # A profile of each worker over the whole page measurement (3 pages), idle included.
+            for pid in layout.worker_pids():
+                out = Path(tempfile.mkstemp(prefix=f"pyspy-{pid}-", suffix=".txt")[1])
+                recorders.append(
+                    (
+                        pid,
+                        out,
+                        await asyncio.create_subprocess_exec(
+                            pyspy,
+                            "record",
+                            "--pid",
+                            str(pid),
+                            "--idle",
+                            "--threads",
+                            "--format",
+                            "raw",
+                            "--rate",
+                            "50",
+                            "--duration",
+                            str(int(seconds * len(PAGES))),
+                            "--output",
+                            str(out),
+                            stdout=asyncio.subprocess.DEVNULL,
+                            stderr=asyncio.subprocess.DEVNULL,
+                        ),
+                    )
+                )
         pages = await pages_run(layout.session, seconds)
+        profiles = {}
+        for pid, out, process in recorders:
+            await process.wait()
+            profiles[pid] = categories(out.read_text() if out.exists() else "")
+            out.unlink(missing_ok=True)
         stop.set()
         for task in tasks:
             task.cancel()
@@ -167,7 +201,51 @@ async def with_streams(
             if not (await client.get(f"{fake_url}/_fake/stats")).json()["open_streams"]:
                 break
             await asyncio.sleep(0.5)
-    return {"pages": pages, "streams": counts, "dumps": dumps}
+    return {"pages": pages, "streams": counts, "dumps": dumps, "profiles": profiles}
+
+
+# What a worker's main thread was doing, by the first frame of the stack that matches (py-spy raw
+# format: "frame;frame;... count", outermost first).
+CATEGORIES = [
+    ("access log", ("gunicorn/glogging.py", "logging/__init__.py")),
+    (
+        "page views and templates",
+        (
+            "django/template",
+            "dashboard/views",
+            "api_manager/views",
+            "ai_chat/views.py:",
+            "django/contrib/auth",
+            "django/contrib/sessions",
+        ),
+    ),
+    ("stream: provider SDK (request, parse)", ("openai/", "httpx", "httpcore", "anthropic/")),
+    (
+        "stream: turn and relay",
+        ("ai_chat/services.py", "ai_chat/streams", "django/http/response.py"),
+    ),
+    ("database calls (waits included)", ("django/db/",)),
+    ("event loop idle (select)", ("select (selectors.py", "_run_once (asyncio/base_events.py")),
+]
+
+
+def categories(raw: str) -> dict[str, float]:
+    counts: dict[str, int] = {}
+    total = 0
+    for line in raw.splitlines():
+        stack_text, _, number = line.rpartition(" ")
+        if not number.isdigit() or "MainThread" not in stack_text.split(";", 1)[0]:
+            continue
+        n = int(number)
+        total += n
+        frames = stack_text.split(";")
+        name = "other"
+        for frame in reversed(frames):  # innermost first: the most specific answer
+            name = next((c for c, keys in CATEGORIES if any(k in frame for k in keys)), "")
+            if name:
+                break
+        counts[name or "other"] = counts.get(name or "other", 0) + n
+    return {k: round(v / total, 3) for k, v in sorted(counts.items())} if total else {}
 
 
 def summary(rows: list[dict]) -> str:
