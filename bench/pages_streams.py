@@ -189,7 +189,8 @@ async def with_streams(
         profiles = {}
         for pid, out, process in recorders:
             await process.wait()
-            profiles[pid] = categories(out.read_text() if out.exists() else "")
+            raw = out.read_text() if out.exists() else ""
+            profiles[pid] = {"categories": categories(raw), "raw": raw}
             out.unlink(missing_ok=True)
         stop.set()
         for task in tasks:
@@ -204,29 +205,21 @@ async def with_streams(
     return {"pages": pages, "streams": counts, "dumps": dumps, "profiles": profiles}
 
 
-# What a worker's main thread was doing, by the first frame of the stack that matches (py-spy raw
-# format: "frame;frame;... count", outermost first).
+# What a worker's threads were doing (py-spy raw format with --threads: "thread (id): name;frame;...
+# count", outermost frame first), by the innermost frame that matches. Idle: the event loop waiting
+# (uvloop shows no frame below Runner.run) and executor/database threads waiting for work.
 CATEGORIES = [
     ("access log", ("gunicorn/glogging.py", "logging/__init__.py")),
+    ("database calls (waits included)", ("django/db/", "sqlite3", "psycopg")),
     (
         "page views and templates",
-        (
-            "django/template",
-            "dashboard/views",
-            "api_manager/views",
-            "ai_chat/views.py:",
-            "django/contrib/auth",
-            "django/contrib/sessions",
-        ),
+        ("django/template", "dashboard/views", "api_manager/views", "django/contrib/"),
     ),
     ("stream: provider SDK (request, parse)", ("openai/", "httpx", "httpcore", "anthropic/")),
-    (
-        "stream: turn and relay",
-        ("ai_chat/services.py", "ai_chat/streams", "django/http/response.py"),
-    ),
-    ("database calls (waits included)", ("django/db/",)),
-    ("event loop idle (select)", ("select (selectors.py", "_run_once (asyncio/base_events.py")),
+    ("stream: turn and relay", ("ai_chat/services.py", "django/http/response.py")),
+    ("Django request handling", ("django/core/handlers", "django/middleware", "core/middleware")),
 ]
+IDLE = ("Runner.run (asyncio/runners.py", "_worker (concurrent/futures/thread.py", "select (")
 
 
 def categories(raw: str) -> dict[str, float]:
@@ -234,16 +227,16 @@ def categories(raw: str) -> dict[str, float]:
     total = 0
     for line in raw.splitlines():
         stack_text, _, number = line.rpartition(" ")
-        if not number.isdigit() or "MainThread" not in stack_text.split(";", 1)[0]:
+        if not number.isdigit():
             continue
         n = int(number)
         total += n
-        frames = stack_text.split(";")
-        name = "other"
+        frames = stack_text.split(";")[1:]
+        name = "idle" if frames and any(k in frames[-1] for k in IDLE) else ""
         for frame in reversed(frames):  # innermost first: the most specific answer
-            name = next((c for c, keys in CATEGORIES if any(k in frame for k in keys)), "")
             if name:
                 break
+            name = next((c for c, keys in CATEGORIES if any(k in frame for k in keys)), "")
         counts[name or "other"] = counts.get(name or "other", 0) + n
     return {k: round(v / total, 3) for k, v in sorted(counts.items())} if total else {}
 

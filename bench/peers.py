@@ -104,10 +104,14 @@ general_settings:
             log=directory / "litellm.log",
         )
         try:
-            stack.wait_http(f"{self.url}/health/liveliness", timeout=180)
-        except RuntimeError:
+            # Importing the proxy takes minutes on a loaded two-core machine.
+            stack.wait_http(f"{self.url}/health/liveliness", timeout=900)
+        except BaseException as exc:  # also Ctrl-C: never leave the proxy running
             self.stop()
-            raise RuntimeError("LiteLLM did not start:\n" + self.output()[-3000:]) from None
+            if not isinstance(exc, RuntimeError):
+                raise
+            log = self.log_path.read_text(errors="replace")[-3000:]
+            raise RuntimeError("LiteLLM did not start:\n" + log) from None
 
     @property
     def url(self) -> str:
@@ -273,7 +277,7 @@ async def run(args) -> dict:
     st = Stack(args.workers, args.word_delay)
     nginx = peer = None
     try:
-        peer = LiteLLM(st.fake_url, args.workers, st.tmp)
+        peer = LiteLLM(st.fake_url, args.peer_workers, st.tmp)
         nginx = stack.Nginx([st.panel.port], str(st.tmp / "static"))
         add_peer_location(nginx, peer.port)
         session = Session(nginx.url)
@@ -317,7 +321,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 10, 50])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    # One worker each by default: with several, uvicorn's supervisor (LiteLLM's --num_workers)
+    # kills a worker that does not answer its health ping while it still imports the proxy,
+    # which on a loaded two-core machine takes minutes: it restarted them in a loop here.
+    parser.add_argument("--workers", type=int, default=1, help="panel workers")
+    parser.add_argument("--peer-workers", type=int, default=1, help="LiteLLM workers")
     parser.add_argument("--word-delay", type=float, default=0.02)
     parser.add_argument("--pause", type=float, default=1.0, help="seconds between batches")
     parser.add_argument("--json", type=Path, default=BENCH / "results-peers.json")
