@@ -235,11 +235,11 @@ async def batch(gateway: str, n: int, ctx: dict) -> dict:
     }
 
 
-def spread(values: list[float]) -> str:
+def spread(values: list[float], digits: int = 1) -> str:
     values = [v for v in values if v is not None]
     if not values:
         return "—"
-    return f"{statistics.median(values):.1f} ({min(values):.1f}–{max(values):.1f})"
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
 
 
 def table(rows: list[dict], streams: list[int]) -> str:
@@ -264,8 +264,8 @@ def table(rows: list[dict], streams: list[int]) -> str:
         ]
         lines.append(
             f"| {n} | {spread([r['added_p50'] for r in mine])} | {spread([r['added_p50'] for r in peer])} | "
-            f"{spread(ratio)} | {spread([r['cpu_ms_per_stream'] for r in mine])} | "
-            f"{spread([r['cpu_ms_per_stream'] for r in peer])} | {spread(cpu_ratio)} | "
+            f"{spread(ratio, 2)} | {spread([r['cpu_ms_per_stream'] for r in mine])} | "
+            f"{spread([r['cpu_ms_per_stream'] for r in peer])} | {spread(cpu_ratio, 2)} | "
             f"{sum(r['completed'] for r in mine)}/{n * len(mine)}, {sum(r['completed'] for r in peer)}/{n * len(peer)} | "
             f"{sum(r['errors'] for r in mine)}, {sum(r['errors'] for r in peer)} |"
         )
