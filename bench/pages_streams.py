@@ -222,23 +222,34 @@ CATEGORIES = [
 IDLE = ("Runner.run (asyncio/runners.py", "_worker (concurrent/futures/thread.py", "select (")
 
 
-def categories(raw: str) -> dict[str, float]:
+def categories(raw: str) -> dict[str, object]:
+    """The main thread's samples by category (the event loop: streams and request handling),
+    and how busy the other threads were (sync views, database calls) against it."""
     counts: dict[str, int] = {}
-    total = 0
+    total = other_busy = 0
     for line in raw.splitlines():
         stack_text, _, number = line.rpartition(" ")
         if not number.isdigit():
             continue
         n = int(number)
+        thread, *frames = stack_text.split(";")
+        idle = bool(frames) and any(k in frames[-1] for k in IDLE)
+        if not thread.endswith("MainThread"):
+            other_busy += 0 if idle else n
+            continue
         total += n
-        frames = stack_text.split(";")[1:]
-        name = "idle" if frames and any(k in frames[-1] for k in IDLE) else ""
+        name = "idle" if idle else ""
         for frame in reversed(frames):  # innermost first: the most specific answer
             if name:
                 break
             name = next((c for c, keys in CATEGORIES if any(k in frame for k in keys)), "")
         counts[name or "other"] = counts.get(name or "other", 0) + n
-    return {k: round(v / total, 3) for k, v in sorted(counts.items())} if total else {}
+    if not total:
+        return {}
+    return {
+        "main thread": {k: round(v / total, 3) for k, v in sorted(counts.items())},
+        "other threads busy / main thread samples": round(other_busy / total, 3),
+    }
 
 
 def summary(rows: list[dict]) -> str:
