@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install install-dev lint messages bench bench-pages clean
+.PHONY: run test install install-dev lint messages bench bench-pages bench-peers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,16 @@ bench: install-dev
 
 bench-pages: install-dev
 	$(BIN)/python bench/pages.py $(BENCH_ARGS)
+
+# The LiteLLM proxy in its own venv (bench/.peers/, git-ignored), measured beside the panel.
+PEERS_VENV := bench/.peers/venv
+$(PEERS_VENV)/.installed: bench/peers-requirements.txt
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --quiet -r bench/peers-requirements.txt
+	touch $@
+
+bench-peers: install-dev $(PEERS_VENV)/.installed
+	$(BIN)/python bench/peers.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles

@@ -133,6 +133,11 @@ class Message(models.Model):
             models.Index(fields=["conversation", "-id"]),
             models.Index(fields=["status", "created_at"]),
             models.Index(fields=["conversation", "active", "-id"], name="ai_chat_msg_branch"),
+            # The dashboard counts a user's messages of the month: a range per conversation
+            # instead of a scan of the whole history (bench/pages.py, 10,000 messages).
+            models.Index(
+                fields=["conversation", "role", "created_at"], name="ai_chat_msg_conv_role_created"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -1,0 +1,380 @@
+"""Pages while replies stream: page TTFB with 0 and with N streams running, per serving layout.
+
+    python bench/pages_streams.py [--streams 50] [--rounds 3] [--layouts shared split]
+
+One fake provider (tests/fakes/server.py; replies of `--reply-words` pieces at 50 pieces/s, so
+a stream lasts most of the measurement) and, per layout, the panel behind the shipped nginx site
+over TLS (tests/stack.py), on one SQLite database:
+
+- `shared`: one gunicorn with 2 uvicorn workers; pages and streams share the workers' event
+  loops (deploy/ as shipped);
+- `split`: two gunicorns with one worker each; nginx sends /ai-chat/stream/ to one and every
+  other path to the other (the stream location's upstream changed, nothing else).
+
+Both layouts run at the same time (idle when not measured) and are measured in alternation,
+round by round: 16 concurrent page clients for `--seconds` per page (dashboard, chat, settings)
+with no stream, then the same while `--streams` streams run (kept at that number: a finished
+stream is replaced at once; started 2 s before the pages). TTFB p50/p99 per page, in ms.
+`--pyspy PATH` (a py-spy binary) also records a `py-spy dump` of each worker under load.
+Results: --json (default bench/out/pages-streams.json) and a Markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(BENCH))
+
+import load  # noqa: E402
+from load import PAGES, Session, fresh, pct  # noqa: E402
+
+from tests import stack  # noqa: E402
+
+
+def split_streams(nginx: stack.Nginx, stream_port: int) -> None:
+    """Point the shipped site's stream location at its own upstream, then reload."""
+    conf = nginx.dir / "nginx.conf"
+    text = conf.read_text()
+    anchor = "    location = /ai-chat/stream/ {\n        proxy_pass http://bsepar_panel;"
+    assert anchor in text, "deploy/nginx.conf changed: update bench/pages_streams.py"
+    text = text.replace(anchor, anchor.replace("bsepar_panel;", "bsepar_streams;"), 1)
+    text = text.replace(
+        "upstream bsepar_panel {",
+        f"upstream bsepar_streams {{\n    server 127.0.0.1:{stream_port};\n    keepalive 32;\n}}\n\n"
+        "upstream bsepar_panel {",
+        1,
+    )
+    conf.write_text(text)
+    subprocess.run(
+        ["nginx", "-c", str(conf), "-p", str(nginx.dir), "-s", "reload"], check=True, timeout=30
+    )
+    time.sleep(1.0)
+
+
+class Layout:
+    def __init__(self, name: str, env: dict[str, str], static_root: str) -> None:
+        self.name = name
+        if name == "shared":
+            self.panels = [stack.Panel(env, workers=2)]
+            self.nginx = stack.Nginx([self.panels[0].port], static_root)
+        else:
+            pages, streams = stack.Panel(env, workers=1), stack.Panel(env, workers=1)
+            self.panels = [pages, streams]
+            self.nginx = stack.Nginx([pages.port], static_root)
+            split_streams(self.nginx, streams.port)
+        self.session = Session(self.nginx.url)
+
+    def worker_pids(self) -> list[int]:
+        pids = []
+        for panel in self.panels:
+            out = subprocess.run(
+                ["pgrep", "-P", str(panel.proc.pid)], capture_output=True, text=True
+            )
+            pids += [int(p) for p in out.stdout.split()]
+        return pids
+
+    def stop(self) -> None:
+        self.nginx.stop()
+        for panel in self.panels:
+            panel.stop()
+
+
+async def pages_run(session: Session, seconds: float, concurrency: int = 16) -> dict:
+    results = {}
+    async with httpx.AsyncClient(timeout=60, verify=False) as client:
+        for name, path in PAGES.items():
+            ttfb: list[float] = []
+            errors = 0
+            deadline = time.monotonic() + seconds
+
+            async def worker(path=path, deadline=deadline, ttfb=ttfb):
+                nonlocal errors
+                while time.monotonic() < deadline:
+                    started = time.monotonic()
+                    async with client.stream(
+                        "GET", session.base + path, headers=session.headers()
+                    ) as response:
+                        first = True
+                        async for _ in response.aiter_raw():
+                            if first:
+                                ttfb.append((time.monotonic() - started) * 1000)
+                                first = False
+                        if response.status_code != 200:
+                            errors += 1
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            results[name] = {
+                "rps": len(ttfb) / seconds,
+                "ttfb_p50": pct(ttfb, 50),
+                "ttfb_p99": pct(ttfb, 99),
+                "errors": errors,
+            }
+    return results
+
+
+async def with_streams(
+    layout: Layout, key: int, fake_url: str, n: int, seconds: float, pyspy: str
+) -> dict:
+    stop = asyncio.Event()
+    counts = {"started": 0, "done": 0, "errors": 0}
+
+    async def keep_one(client: httpx.AsyncClient) -> None:
+        while not stop.is_set():
+            slot = fresh()
+            counts["started"] += 1
+            await load.panel_stream(client, layout.session, key, "[[long]]", slot)
+            counts["done"] += slot["done"]
+            counts["errors"] += slot["errors"]
+
+    limits = httpx.Limits(max_connections=n + 10)
+    async with httpx.AsyncClient(timeout=120, limits=limits, verify=False) as client:
+        tasks = [asyncio.create_task(keep_one(client)) for _ in range(n)]
+        await asyncio.sleep(2.0)
+        dumps = {}
+        if pyspy:
+            for pid in layout.worker_pids():
+                out = await asyncio.create_subprocess_exec(
+                    pyspy,
+                    "dump",
+                    "--pid",
+                    str(pid),
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.STDOUT,
+                )
+                dumps[pid] = (await out.communicate())[0].decode(errors="replace")
+        recorders = []
+        if pyspy:
+            # A profile of each worker over the whole page measurement (3 pages), idle included.
+            for pid in layout.worker_pids():
+                out = Path(tempfile.mkstemp(prefix=f"pyspy-{pid}-", suffix=".txt")[1])
+                recorders.append(
+                    (
+                        pid,
+                        out,
+                        await asyncio.create_subprocess_exec(
+                            pyspy,
+                            "record",
+                            "--pid",
+                            str(pid),
+                            "--idle",
+                            "--threads",
+                            "--format",
+                            "raw",
+                            "--rate",
+                            "50",
+                            "--duration",
+                            str(int(seconds * len(PAGES))),
+                            "--output",
+                            str(out),
+                            stdout=asyncio.subprocess.DEVNULL,
+                            stderr=asyncio.subprocess.DEVNULL,
+                        ),
+                    )
+                )
+        pages = await pages_run(layout.session, seconds)
+        profiles = {}
+        for pid, out, process in recorders:
+            await process.wait()
+            raw = out.read_text() if out.exists() else ""
+            profiles[pid] = {"categories": categories(raw), "raw": raw}
+            out.unlink(missing_ok=True)
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # A reply goes on without its client: wait until the provider has none open, so the
+        # next measurement starts quiet (bounded: two minutes).
+        for _ in range(240):
+            if not (await client.get(f"{fake_url}/_fake/stats")).json()["open_streams"]:
+                break
+            await asyncio.sleep(0.5)
+    return {"pages": pages, "streams": counts, "dumps": dumps, "profiles": profiles}
+
+
+# What a worker's threads were doing (py-spy raw format with --threads: "thread (id): name;frame;...
+# count", outermost frame first), by the innermost frame that matches. Idle: the event loop waiting
+# (uvloop shows no frame below Runner.run) and executor/database threads waiting for work.
+CATEGORIES = [
+    ("access log", ("gunicorn/glogging.py", "logging/__init__.py")),
+    ("database calls (waits included)", ("django/db/", "sqlite3", "psycopg")),
+    (
+        "page views and templates",
+        ("django/template", "dashboard/views", "api_manager/views", "django/contrib/"),
+    ),
+    ("stream: provider SDK (request, parse)", ("openai/", "httpx", "httpcore", "anthropic/")),
+    ("stream: turn and relay", ("ai_chat/services.py", "django/http/response.py")),
+    ("Django request handling", ("django/core/handlers", "django/middleware", "core/middleware")),
+]
+IDLE = ("Runner.run (asyncio/runners.py", "_worker (concurrent/futures/thread.py", "select (")
+
+
+def categories(raw: str) -> dict[str, object]:
+    """The main thread's samples by category (the event loop: streams and request handling),
+    and how busy the other threads were (sync views, database calls) against it."""
+    counts: dict[str, int] = {}
+    total = other_busy = 0
+    for line in raw.splitlines():
+        stack_text, _, number = line.rpartition(" ")
+        if not number.isdigit():
+            continue
+        n = int(number)
+        thread, *frames = stack_text.split(";")
+        idle = bool(frames) and any(k in frames[-1] for k in IDLE)
+        if not thread.endswith("MainThread"):
+            other_busy += 0 if idle else n
+            continue
+        total += n
+        name = "idle" if idle else ""
+        for frame in reversed(frames):  # innermost first: the most specific answer
+            if name:
+                break
+            name = next((c for c, keys in CATEGORIES if any(k in frame for k in keys)), "")
+        counts[name or "other"] = counts.get(name or "other", 0) + n
+    if not total:
+        return {}
+    return {
+        "main thread": {k: round(v / total, 3) for k, v in sorted(counts.items())},
+        "other threads busy / main thread samples": round(other_busy / total, 3),
+    }
+
+
+def summary(rows: list[dict]) -> str:
+    lines = [
+        "| layout | page | TTFB p50, 0 streams | TTFB p50, N streams | ratio | req/s 0 / N | errors |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+
+    def spread(values: list[float]) -> str:
+        return f"{statistics.median(values):.0f} ({min(values):.0f}–{max(values):.0f})"
+
+    for layout in dict.fromkeys(r["layout"] for r in rows):
+        mine = [r for r in rows if r["layout"] == layout]
+        for page in PAGES:
+            alone = [r["alone"][page]["ttfb_p50"] for r in mine]
+            loaded = [r["loaded"]["pages"][page]["ttfb_p50"] for r in mine]
+            ratio = [b / a for a, b in zip(alone, loaded, strict=True)]
+            rps = (
+                f"{statistics.median(r['alone'][page]['rps'] for r in mine):.0f} / "
+                f"{statistics.median(r['loaded']['pages'][page]['rps'] for r in mine):.0f}"
+            )
+            errors = sum(
+                r["alone"][page]["errors"] + r["loaded"]["pages"][page]["errors"] for r in mine
+            )
+            lines.append(
+                f"| {layout} | {page} | {spread(alone)} | {spread(loaded)} | "
+                f"{statistics.median(ratio):.1f}× ({min(ratio):.1f}–{max(ratio):.1f}) | {rps} | {errors} |"
+            )
+    return "\n".join(lines)
+
+
+async def main_async(args) -> list[dict]:
+    load.raise_fd_limit()
+    tmp = Path(tempfile.mkdtemp(prefix="bsepar-pages-streams-"))
+    fake_port = stack.free_port()
+    fake = stack.Process(
+        [
+            sys.executable,
+            "-m",
+            "tests.fakes.server",
+            "--port",
+            str(fake_port),
+            "--word-delay",
+            "0.02",
+            "--long-words",
+            str(args.reply_words),
+        ],
+        dict(os.environ),
+    )
+    layouts: list[Layout] = []
+    try:
+        fake_url = f"http://127.0.0.1:{fake_port}"
+        stack.wait_http(f"{fake_url}/_fake/stats")
+        database = os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{tmp / 'bench.sqlite3'}"
+        static_root = str(tmp / "static")
+        env = stack.panel_env(
+            database,
+            os.environ.get("BENCH_CACHE_URL"),
+            static_root,
+            AXES_FAILURE_LIMIT="1000",
+            PROVIDER_PRIVATE_HOSTS=f"127.0.0.1:{fake_port}",
+        )
+        stack.collectstatic(static_root, env)
+        out = subprocess.run(  # noqa: ASYNC221 (setup, before any measurement)
+            [sys.executable, "-c", load.SETUP.format(base_url=f"{fake_url}/v1")],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        key = int(out.stdout.strip().splitlines()[-1])
+        layouts = [Layout(name, env, static_root) for name in args.layouts]
+        async with httpx.AsyncClient(timeout=30, verify=False) as client:
+            for layout in layouts:
+                await layout.session.sign_in(client)
+        for layout in layouts:  # warm-up
+            await pages_run(layout.session, 1.0)
+        rows = []
+        for round_ in range(args.rounds):
+            order = layouts if round_ % 2 == 0 else layouts[::-1]
+            for layout in order:
+                alone = await pages_run(layout.session, args.seconds)
+                loaded = await with_streams(
+                    layout,
+                    key,
+                    fake_url,
+                    args.streams,
+                    args.seconds,
+                    args.pyspy if round_ == 0 else "",
+                )
+                row = {
+                    "layout": layout.name,
+                    "round": round_,
+                    "streams": args.streams,
+                    "load": os.getloadavg()[0],
+                    "alone": alone,
+                    "loaded": loaded,
+                }
+                print(json.dumps({k: v for k, v in row.items() if k != "loaded"}), flush=True)
+                print(json.dumps(loaded["pages"]), loaded["streams"], flush=True)
+                rows.append(row)
+        return rows
+    finally:
+        for layout in layouts:
+            layout.stop()
+        fake.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--reply-words", type=int, default=600, help="12 s at 50 pieces/s")
+    parser.add_argument("--layouts", nargs="+", default=["shared", "split"])
+    parser.add_argument("--pyspy", default="", help="a py-spy binary: dump each worker once")
+    parser.add_argument("--json", type=Path, default=BENCH / "out" / "pages-streams.json")
+    args = parser.parse_args()
+    rows = asyncio.run(main_async(args))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(rows, indent=2))
+    print(f"\nload {os.getloadavg()}\n")
+    print(summary(rows))
+
+
+if __name__ == "__main__":
+    main()
