@@ -53,17 +53,18 @@ def root_problem(root: Any) -> str | None:
         ("STATIC_ROOT", settings.STATIC_ROOT),
         ("MEDIA_ROOT", settings.MEDIA_ROOT),
     ]
-    overlapping = [
+    overlapping = sorted(
         (abs(len(_real(other).parts) - len(path.parts)), what)
         for what, other in others
         if other and _overlaps(path, _real(other))
-    ]
-    if overlapping:
-        # Name the nearest one: a virtualenv usually sits inside the project directory.
-        return f"overlaps {min(overlapping)[1]}"
-    for database in _database_files():
-        if database.is_relative_to(path):
-            return "contains the database (or its -wal/-shm/lock files)"
+    )
+    # Every reason, the nearest first: a virtualenv usually sits inside the project directory,
+    # and a checkout under /tmp shares its parent with SQLite files there.
+    reasons = [f"overlaps {what}" for _, what in overlapping]
+    if any(database.is_relative_to(path) for database in _database_files()):
+        reasons.append("contains the database (or its -wal/-shm/lock files)")
+    if reasons:
+        return "; ".join(reasons)
     return None
 
 
