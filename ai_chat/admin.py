@@ -6,26 +6,15 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from ai_chat.models import ActionLog, Conversation, FileChange
+from core.admin import ReadOnlyAdmin
 
 
 @admin.register(ActionLog)
-class ActionLogAdmin(admin.ModelAdmin):
+class ActionLogAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "user", "kind", "outcome", "rows", "path", "duration_ms", "error"]
     list_filter = ["kind", "outcome", "created_at"]
     search_fields = ["user__username", "input", "error", "path"]
     date_hierarchy = "created_at"
-
-    def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> list[str]:
-        return [f.name for f in ActionLog._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 @admin.register(FileChange)
