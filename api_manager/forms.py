@@ -6,11 +6,9 @@ import unicodedata
 
 from django import forms
 from django.core.exceptions import ValidationError
-from django.core.validators import URLValidator
 from django.utils.translation import gettext_lazy as _
 
-from api_manager.models import ProviderName
-from api_manager.providers import netguard
+from api_manager.models import ProviderName, validate_base_url
 from core.templatetags.panel import without_credentials
 
 MAX_KEY_LENGTH = 512
@@ -114,19 +112,9 @@ class ProviderKeyForm(forms.Form):
         url = self.cleaned_data.get("base_url", "").strip()
         if not url:
             return ""
-        if has_control_characters(url):
-            raise ValidationError(_("Enter an http:// or https:// URL."))
-        if netguard.has_credentials(url):
-            raise ValidationError(netguard.CREDENTIALS_MESSAGE)
-        try:
-            URLValidator(schemes=["http", "https"])(url)
-        except ValidationError:
-            raise ValidationError(_("Enter an http:// or https:// URL.")) from None
-        # Resolves the name: only public addresses (or an allowed local server) pass.
-        try:
-            netguard.check_url(url)
-        except netguard.UnsafeBaseURL as exc:
-            raise ValidationError(exc.message) from None
+        # The model's own check (the admin's form runs it too); resolves the name: only public
+        # addresses (or an allowed local server) pass.
+        validate_base_url(url)
         return url.rstrip("/")
 
     def clean_default_model(self) -> str:
