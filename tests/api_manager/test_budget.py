@@ -14,7 +14,7 @@ from django.utils import timezone
 from ai_chat.models import Message, Status
 from api_manager import budget
 from api_manager.models import BudgetCounter, BudgetReservation, UsageRecord
-from tests.ai_chat.helpers import STREAM, client_for, parse_events, stream
+from tests.ai_chat.helpers import STREAM, client_for, parse_events, read_until_deltas, stream
 from tests.conftest import make_key
 
 PROVIDERS = ["openai", "anthropic"]
@@ -136,17 +136,7 @@ async def test_a_stopped_turn_settles_its_reservation(alice, fake):
     key = await key_for(alice, fake, monthly_token_budget=10_000)
     client = await client_for(alice)
     response = await client.post(STREAM, {"message": "[[long]]", "key": key.pk})
-    received: list[str] = []
-    enough = asyncio.Event()
-
-    async def browser():
-        async for chunk in response.streaming_content:
-            received.append(chunk.decode() if isinstance(chunk, bytes) else chunk)
-            if sum(1 for c in received if "event: delta" in c) >= 3:
-                enough.set()
-
-    task = asyncio.create_task(browser())
-    await asyncio.wait_for(enough.wait(), 10)
+    task, received = await read_until_deltas(response)
     # Stop (leaving no longer stops a reply, issue #11): the reply is saved as stopped.
     reply_id = parse_events("".join(received))[0][1]["message"]
     assert (await client.post(f"/ai-chat/messages/{reply_id}/stop/")).status_code == 200
