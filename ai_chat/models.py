@@ -283,6 +283,12 @@ class Attachment(models.Model):
     content_type = models.CharField(max_length=100)
     size = models.PositiveIntegerField()
     text = models.TextField(blank=True)
+    # What the providers bill an attachment by, beside its text (api_manager.budget bounds a
+    # turn's input with them): an image's pixel size as stored (after the re-encode), a PDF's
+    # page count. Null for other kinds, and for rows from before they were recorded.
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    pages = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
