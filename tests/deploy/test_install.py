@@ -91,6 +91,17 @@ class Install:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         return result
 
+    def manage(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """A management command through the installed bsepar-manage (as the service user)."""
+        result = subprocess.run(
+            [str(self.prefix / "usr/local/bin/bsepar-manage"), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        return result
+
     @property
     def current(self) -> Path:
         return self.app / os.readlink(self.app / "current")
@@ -172,19 +183,7 @@ def test_the_attachments_are_nginxs_groups_to_read_and_nothing_else(installed):
         "from django.core.files.storage import default_storage\n"
         "print(default_storage.path(default_storage.save('attachments/t.txt', ContentFile(b'x'))))\n"
     )
-    result = subprocess.run(
-        [
-            str(install.prefix / "usr/local/bin/bsepar-manage"),
-            "shell",
-            "--no-imports",
-            "-c",
-            script,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
+    result = install.manage("shell", "--no-imports", "-c", script)
     saved = Path(result.stdout.strip())
     assert saved.parent == attachments
     assert owner(saved) == (SERVICE_USER, 0o640)
@@ -207,17 +206,7 @@ def test_orphan_attachments_are_removed_by_a_daily_timer(installed):
     timer = install.unit("bsepar-panel-orphans.timer")
     assert "OnCalendar=*-*-* 03:30" in timer and "Persistent=true" in timer
     # The command the timer runs works in the installed release (as the service user).
-    result = subprocess.run(
-        [
-            str(install.prefix / "usr/local/bin/bsepar-manage"),
-            "remove_orphan_attachments",
-            "--dry-run",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
+    result = install.manage("remove_orphan_attachments", "--dry-run")
     assert "would remove 0 rows and 0 files" in result.stdout
 
 
@@ -309,19 +298,12 @@ def test_the_installed_site_passes_nginx_t_before_a_first_certificate(installed,
 
 def test_bsepar_manage_runs_a_command_as_the_service_user(installed):
     install, _ = installed
-    result = subprocess.run(
-        [
-            str(install.prefix / "usr/local/bin/bsepar-manage"),
-            "shell",
-            "--no-imports",
-            "-c",
-            "import getpass; from django.conf import settings; print(getpass.getuser(), settings.MEDIA_ROOT)",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = install.manage(
+        "shell",
+        "--no-imports",
+        "-c",
+        "import getpass; from django.conf import settings; print(getpass.getuser(), settings.MEDIA_ROOT)",
     )
-    assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [SERVICE_USER, str(install.data / "media")]
 
 
@@ -432,19 +414,7 @@ def make_key(install: Install, fake) -> int:
         "k.save()\n"
         "print(k.pk)\n"
     )
-    result = subprocess.run(
-        [
-            str(install.prefix / "usr/local/bin/bsepar-manage"),
-            "shell",
-            "--no-imports",
-            "-c",
-            script,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
+    result = install.manage("shell", "--no-imports", "-c", script)
     return int(result.stdout.strip())
 
 
