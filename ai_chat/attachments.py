@@ -82,6 +82,10 @@ class Prepared:
     content_type: str
     data: bytes
     text: str = ""
+    # An image's pixel size (as stored), a PDF's page count: what the budget bounds them by.
+    width: int | None = None
+    height: int | None = None
+    pages: int | None = None
 
 
 @dataclass(frozen=True)
@@ -169,7 +173,10 @@ def _prepare_image(name: str, data: bytes) -> Prepared:
         raise _refuse(name, _("the image is too large to decode."), 413) from None
     except Exception:
         raise _refuse(name, _("the image cannot be read."), 400) from None
-    return Prepared(name, AttachmentKind.IMAGE, content_type, out.getvalue())
+    width, height = image.size
+    return Prepared(
+        name, AttachmentKind.IMAGE, content_type, out.getvalue(), width=width, height=height
+    )
 
 
 def _prepare_pdf(name: str, data: bytes) -> Prepared:
@@ -181,6 +188,7 @@ def _prepare_pdf(name: str, data: bytes) -> Prepared:
             raise _refuse(name, _("the PDF is encrypted."), 400)
         pages: list[str] = []
         chars = 0
+        count = len(reader.pages)
         for page in reader.pages:
             text = page.extract_text() or ""
             pages.append(text)
@@ -191,7 +199,8 @@ def _prepare_pdf(name: str, data: bytes) -> Prepared:
         raise
     except Exception:
         raise _refuse(name, _("the PDF cannot be read."), 400) from None
-    return Prepared(name, AttachmentKind.PDF, "application/pdf", data, _cut("\n\n".join(pages)))
+    text = _cut("\n\n".join(pages))
+    return Prepared(name, AttachmentKind.PDF, "application/pdf", data, text, pages=count)
 
 
 def _prepare_text(name: str, data: bytes, declared_type: str) -> Prepared:
@@ -312,6 +321,9 @@ def create_rows(message: Message, owner: Any, files: Sequence[Stored]) -> list[A
             content_type=item.prepared.content_type,
             size=len(item.prepared.data),
             text=item.prepared.text,
+            width=item.prepared.width,
+            height=item.prepared.height,
+            pages=item.prepared.pages,
             created_at=message.created_at,
         )
         for item in files
@@ -365,14 +377,14 @@ def content_for(message: Message, *, images: bool = True) -> str | list[dict[str
             if images:
                 parts.append(
                     {"type": "image", "name": row.name, "media_type": row.content_type,
-                     "file": row.file.name}
+                     "file": row.file.name, "width": row.width, "height": row.height}
                 )  # fmt: skip
             else:
                 parts.append({"type": "text", "text": IMAGE_PLACEHOLDER.format(name=row.name)})
         elif row.kind == AttachmentKind.PDF and settings.CHAT_ATTACHMENT_PDF_NATIVE:
             parts.append(
                 {"type": "document", "name": row.name, "media_type": "application/pdf",
-                 "file": row.file.name, "text": file_text(row)}
+                 "file": row.file.name, "text": file_text(row), "pages": row.pages}
             )  # fmt: skip
         else:
             parts.append({"type": "text", "name": row.name, "text": file_text(row)})

@@ -11,6 +11,7 @@ from django.utils.translation import gettext_lazy as _
 from ai_chat.actions.cards import Card, cards_of
 from api_manager.models import ProviderKey, UsageRecord
 from core.markdown import render_markdown
+from core.models import AppendOnlyModel
 from core.text import normalize_for_search
 
 
@@ -172,7 +173,7 @@ class ActionOutcome(models.TextChoices):
     ERROR = "error", _("error")
 
 
-class ActionLog(models.Model):
+class ActionLog(AppendOnlyModel):
     """Every action request, allowed or refused. Written once, never edited."""
 
     user = models.ForeignKey(
@@ -188,6 +189,8 @@ class ActionLog(models.Model):
     file_hash = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
+    log_name = "audit log"
+
     class Meta:
         ordering = ["-created_at", "-id"]
         permissions = [
@@ -197,14 +200,6 @@ class ActionLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.outcome}"
-
-    def save(self, *args: object, **kwargs: object) -> None:
-        if not self._state.adding:
-            raise PermissionError("The audit log is append-only.")
-        super().save(*args, **kwargs)  # type: ignore[arg-type]
-
-    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
-        raise PermissionError("The audit log is append-only.")
 
 
 class ChangeStatus(models.TextChoices):
@@ -288,6 +283,12 @@ class Attachment(models.Model):
     content_type = models.CharField(max_length=100)
     size = models.PositiveIntegerField()
     text = models.TextField(blank=True)
+    # What the providers bill an attachment by, beside its text (api_manager.budget bounds a
+    # turn's input with them): an image's pixel size as stored (after the re-encode), a PDF's
+    # page count. Null for other kinds, and for rows from before they were recorded.
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    pages = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -491,7 +491,7 @@ def _prepare(
         # Last in the transaction: a refusal undoes the rows above; the counter stays locked
         # only until the commit.
         reservation = _reserve_budget(
-            checked.key, history, started.conversation.system_prompt, tools
+            checked.key, checked.model, history, started.conversation.system_prompt, tools
         )
     # The images' and PDFs' bytes, read once the rows are committed.
     attachments.load_data(history)
@@ -515,13 +515,16 @@ def _prepare(
 
 
 def _reserve_budget(
-    key: ProviderKey, history: list[dict[str, Any]], system: str, tools: Any
+    key: ProviderKey, model: str, history: list[dict[str, Any]], system: str, tools: Any
 ) -> budget.Reservation | None:
-    """Hold the turn's worst case (input bytes + output cap) against the key's monthly
-    budget; raise TurnRefused (429) when the budget cannot cover a short reply."""
+    """Hold the turn's worst case (input bytes, images and PDF pages + output cap) against
+    the key's monthly budget; raise TurnRefused (429) when the budget cannot cover a short
+    reply."""
     try:
         return budget.reserve(
-            key, budget.input_bound(history, system, tools), settings.CHAT_MAX_OUTPUT_TOKENS
+            key,
+            budget.input_bound(history, system, tools, model=model),
+            settings.CHAT_MAX_OUTPUT_TOKENS,
         )
     except budget.BudgetExceeded:
         raise TurnRefused(

@@ -394,7 +394,27 @@ def add_to_rollups(records: list[UsageRecord]) -> None:
         increment(BudgetCounter.objects.filter(**dims), dims, used=tokens)
 
 
-class UsageRecord(models.Model):
+class UsageDimensions(models.Model):
+    """What a usage record and a daily rollup are counted by: the key (null once deleted; its
+    label stays), the user (null once deleted), the provider and the model. The reverse
+    accessors are Django's defaults (`key.usagerecord_set`, `user.usagerollup_set`, ...)."""
+
+    key = models.ForeignKey(ProviderKey, on_delete=models.SET_NULL, null=True, blank=True)
+    key_label = models.CharField(max_length=100, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+    )
+    provider = models.CharField(max_length=20, choices=ProviderName.choices)
+    model = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class UsageRecord(UsageDimensions):
     """One provider call. Kept when its key is deleted (key becomes null, label stays).
 
     `day` is the local date (TIME_ZONE) of `created_at`, stored when the record is saved, so
@@ -402,19 +422,6 @@ class UsageRecord(models.Model):
     in Python, which made a dashboard with a busy month cost milliseconds per thousand calls.
     """
 
-    key = models.ForeignKey(
-        ProviderKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="usage"
-    )
-    key_label = models.CharField(max_length=100, blank=True)
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="usage",
-    )
-    provider = models.CharField(max_length=20, choices=ProviderName.choices)
-    model = models.CharField(max_length=200, blank=True)
     input_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
     estimated = models.BooleanField(default=False)
@@ -467,7 +474,7 @@ class UsageRollupQuerySet(models.QuerySet["UsageRollup"]):
         return self.filter(day__gte=day)
 
 
-class UsageRollup(models.Model):
+class UsageRollup(UsageDimensions):
     """Daily usage per (day, key, user, provider, model): what the pages read.
 
     Kept in step with UsageRecord by `add_to_rollups`, in the transaction that saves a
@@ -477,19 +484,6 @@ class UsageRollup(models.Model):
     """
 
     day = models.DateField()
-    key = models.ForeignKey(
-        ProviderKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="rollups"
-    )
-    key_label = models.CharField(max_length=100, blank=True)
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="usage_rollups",
-    )
-    provider = models.CharField(max_length=20, choices=ProviderName.choices)
-    model = models.CharField(max_length=200, blank=True)
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
     requests = models.PositiveBigIntegerField(default=0)

@@ -351,6 +351,9 @@ CHAT_IMAGE_MAX_PIXELS = env.int("CHAT_IMAGE_MAX_PIXELS", default=40_000_000)
 # Serve attachments through nginx (X-Accel-Redirect to the internal /_attachments/ location of
 # deploy/nginx.conf); off, the view streams the file itself.
 CHAT_ATTACHMENTS_X_ACCEL = env.bool("CHAT_ATTACHMENTS_X_ACCEL", default=False)
+# Stored files are readable by their owner and group only: in the deploy the attachments'
+# directories are setgid to nginx's group (deploy/install.sh), which reads them and nothing else.
+FILE_UPLOAD_PERMISSIONS = 0o640
 
 LOGGING = {
     "version": 1,

@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import sqlite3
+import stat
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -286,7 +287,26 @@ def restore_backup(folder: Path) -> dict:
             "pg_restore",
         )
     _copy_media(folder / "media", Path(settings.MEDIA_ROOT))
+    _media_modes(Path(settings.MEDIA_ROOT))
     return manifest
+
+
+def _media_modes(root: Path) -> None:
+    """Give restored files the modes the panel writes (FILE_UPLOAD_PERMISSIONS; folders
+    FILE_UPLOAD_DIRECTORY_PERMISSIONS or 0750), whatever the umask of the restoring shell: the
+    backup's own files are 0600, and nginx's group must read the attachments (deploy/install.sh
+    makes their folders setgid to it, which new folders inherit and is kept here)."""
+    file_mode = settings.FILE_UPLOAD_PERMISSIONS or 0o640
+    dir_mode = settings.FILE_UPLOAD_DIRECTORY_PERMISSIONS or 0o750
+    for current, dirs, files in os.walk(root):
+        for name in dirs:
+            path = Path(current) / name
+            if not path.is_symlink():
+                os.chmod(path, dir_mode | (path.stat().st_mode & stat.S_ISGID))
+        for name in files:
+            path = Path(current) / name
+            if not path.is_symlink():
+                os.chmod(path, file_mode)
 
 
 def _restore_sqlite(source: Path, target: Path) -> None:

@@ -24,7 +24,26 @@ class SecurityEventKind(models.TextChoices):
     ACCOUNT_CHANGED = "account_changed", _("account flags changed")
 
 
-class SecurityEvent(models.Model):
+class AppendOnlyModel(models.Model):
+    """A log whose rows are written once: saving an existing row or deleting one raises
+    PermissionError naming the log (`log_name`). Abstract: no table, no migration of its own.
+    Queryset updates and deletes bypass it (the admin offers neither)."""
+
+    log_name = "log"
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if not self._state.adding:
+            raise PermissionError(f"The {self.log_name} is append-only.")
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
+        raise PermissionError(f"The {self.log_name} is append-only.")
+
+
+class SecurityEvent(AppendOnlyModel):
     """One security event. `username` keeps the name the event was about even after the user is
     deleted (or when the name did not exist: failed sign-ins); `actor` is who did it, when that is
     someone else (an admin changing a user's permissions)."""
@@ -39,16 +58,10 @@ class SecurityEvent(models.Model):
     address = models.GenericIPAddressField(null=True, blank=True)
     detail = models.CharField(max_length=500, blank=True)
 
+    log_name = "security event log"
+
     class Meta:
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.username}"
-
-    def save(self, *args: object, **kwargs: object) -> None:
-        if not self._state.adding:
-            raise PermissionError("The security event log is append-only.")
-        super().save(*args, **kwargs)  # type: ignore[arg-type]
-
-    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
-        raise PermissionError("The security event log is append-only.")

@@ -15,6 +15,7 @@
 #   APP_USER (bsepar)  APP_DIR (/opt/bsepar-panel)  DATA_DIR (/var/lib/bsepar-panel)
 #   CONF_DIR (/etc/bsepar-panel)  WORKSPACE_DIR ($DATA_DIR/workspace)  DOMAIN (panel.example.com)
 #   PYTHON (/usr/bin/python3: the system interpreter, by absolute path)  KEEP_RELEASES (3)
+#   NGINX_GROUP (www-data: the group of nginx's workers, which serve the attachments)
 #
 # Prefix mode, for tests and dry runs: PREFIX=/tmp/x puts every path under /tmp/x, installs no
 # packages, creates no user (APP_USER must exist), runs no systemctl and reloads nothing but
@@ -45,6 +46,7 @@ BIN_DIR=${BIN_DIR:-$PREFIX/usr/local/bin}
 DOMAIN=${DOMAIN:-panel.example.com}
 PYTHON=${PYTHON:-/usr/bin/python3}
 KEEP_RELEASES=${KEEP_RELEASES:-3}
+NGINX_GROUP=${NGINX_GROUP:-www-data}
 RELOAD_CMD=${RELOAD_CMD:-}
 SRC_DIR=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -92,7 +94,9 @@ as_user() {
 manage() {
     export DJANGO_SETTINGS_MODULE=bsepar_panel.settings
     local release=$1; shift
-    (cd "$release" && set -a && . "$CONF_DIR/env" && set +a && \
+    # The units' UMask: the database it may create is nobody else's (nginx's group passes
+    # through the data directory).
+    (umask 027 && cd "$release" && set -a && . "$CONF_DIR/env" && set +a && \
         as_user "$release/.venv/bin/python" manage.py "$@")
 }
 # The interpreter itself first: one the service user cannot run (under a root-only directory,
@@ -123,6 +127,29 @@ install -d -m 0700 "$DATA_DIR/backups"
 own "$APP_USER:$APP_GROUP" "$DATA_DIR" "$DATA_DIR/media" "$WORKSPACE_DIR" "$DATA_DIR/backups"
 install -d -m 0750 "$CONF_DIR"
 own "root:$APP_GROUP" "$CONF_DIR"
+
+# Attachments: nginx sends their bytes (X-Accel-Redirect to the site's internal location) once
+# the panel has checked the owner, so nginx's group gets the least that works: it may pass
+# through the data and media directories (x: no listing, and nothing in them is its group's
+# but the attachments) and read the attachments tree. Its directories are setgid, so what the
+# panel writes there keeps the group, and the panel writes files 0640 (FILE_UPLOAD_PERMISSIONS).
+# Done at every run: it also brings the files of an install from before this into line.
+say "attachments readable by nginx's group ($NGINX_GROUP)"
+attachments="$DATA_DIR/media/attachments"
+install -d -m 0750 "$attachments"
+own "$APP_USER:$APP_GROUP" "$attachments"
+if [ "$ROOT" = 1 ]; then
+    getent group "$NGINX_GROUP" >/dev/null || \
+        die "group $NGINX_GROUP (nginx's workers) does not exist: install nginx or set NGINX_GROUP"
+    chgrp "$NGINX_GROUP" "$DATA_DIR" "$DATA_DIR/media"
+    chmod 0710 "$DATA_DIR" "$DATA_DIR/media"
+    # The files beside them (the SQLite database, made by an older installer with a looser
+    # umask) are no one else's: nginx may now pass through to them.
+    find "$DATA_DIR" "$DATA_DIR/media" -maxdepth 1 -type f -exec chmod o-rwx {} +
+    chgrp -R "$NGINX_GROUP" "$attachments"
+    chmod -R u+rwX,g=rX,o= "$attachments"
+    find "$attachments" -type d -exec chmod g+s {} +
+fi
 
 # A venv per (requirements, interpreter): an upgrade that changes neither reuses it (no pip, no
 # network); any change builds a new one beside it, so the running release's venv never changes
@@ -256,6 +283,20 @@ else
     # Releases keep their static files: an old install's STATIC_ROOT outside them must go.
     sed -i -e "s|^STATIC_ROOT=$APP_DIR/staticfiles\$|# STATIC_ROOT is each release's own staticfiles/|" "$CONF_DIR/env"
 fi
+# nginx serves the attachments (see above): an env file from before that gets the setting,
+# unless it says something about it already (an explicit `off` stays off), and only if the
+# installed nginx site has the internal location (the installer never rewrites a site).
+site="$NGINX_DIR/sites-available/bsepar-panel"
+if ! grep -q '^[# ]*CHAT_ATTACHMENTS_X_ACCEL=' "$CONF_DIR/env"; then
+    if [ ! -f "$site" ] || grep -q 'location /_attachments/' "$site"; then
+        printf '%s\n' "# nginx sends the attachments' bytes from its internal /_attachments/ location." \
+            "CHAT_ATTACHMENTS_X_ACCEL=on" >> "$CONF_DIR/env"
+        echo "Added CHAT_ATTACHMENTS_X_ACCEL=on to $CONF_DIR/env"
+    else
+        echo "Note: $site has no internal /_attachments/ location (see deploy/nginx.conf):"
+        echo "add it, then CHAT_ATTACHMENTS_X_ACCEL=on to $CONF_DIR/env; the panel sends the files itself until then."
+    fi
+fi
 own "root:$APP_GROUP" "$CONF_DIR/env"
 chmod 0640 "$CONF_DIR/env"
 
@@ -280,7 +321,8 @@ say "systemd units, nginx site, bsepar-manage"
 install -d -m 0755 "$SYSTEMD_DIR" "$BIN_DIR" "$NGINX_DIR/sites-available" "$NGINX_DIR/sites-enabled" \
     "$ACME_DIR" "$LETSENCRYPT_DIR/renewal-hooks/deploy"
 for unit in bsepar-panel.service bsepar-panel-cleanup.service bsepar-panel-cleanup.timer \
-        bsepar-panel-backup.service bsepar-panel-backup.timer; do
+        bsepar-panel-backup.service bsepar-panel-backup.timer \
+        bsepar-panel-orphans.service bsepar-panel-orphans.timer; do
     render "$release/deploy/$unit" > "$SYSTEMD_DIR/$unit"
     chmod 0644 "$SYSTEMD_DIR/$unit"
 done
@@ -328,7 +370,8 @@ switch_link current "releases/$id"
 if [ "$SYSTEM" = 1 ]; then
     systemctl daemon-reload
     systemctl enable bsepar-panel.service
-    systemctl enable --now bsepar-panel-cleanup.timer bsepar-panel-backup.timer
+    systemctl enable --now bsepar-panel-cleanup.timer bsepar-panel-backup.timer \
+        bsepar-panel-orphans.timer
 fi
 reload_service "${previous_target:+$APP_DIR/$previous_target}" "$release"
 if [ "$SYSTEM" = 1 ]; then

@@ -92,32 +92,24 @@ def _describe(action: str, model: Any, pk_set: set | None) -> str:
     return f"{verb}: {', '.join(names)}"
 
 
-@receiver(m2m_changed, sender=User.user_permissions.through, dispatch_uid="users.audit.perms")
-def _user_permissions(
-    sender: Any,
-    instance: Any,
-    action: str,
-    reverse: bool,
-    model: Any,
-    pk_set: set | None,
-    **kwargs: Any,
-) -> None:
-    if action not in {"post_add", "post_remove", "post_clear"}:
-        return
-    if reverse:  # permission.user_set.add(user, ...): one event per user would need the set
-        audit.record(
-            SecurityEventKind.PERMISSIONS_CHANGED, detail=f"{instance.codename}: users {action[5:]}"
-        )
-        return
-    audit.record(
+# A user's many-to-many relations whose changes are security events: the event's kind, and
+# what a change made from the other side says (permission.user_set.add(user, ...), or
+# group.user_set.add(...): one event per user would need the set).
+M2M_EVENTS = {
+    User.user_permissions.through: (
         SecurityEventKind.PERMISSIONS_CHANGED,
-        user=instance,
-        detail=_describe(action, model, pk_set),
-    )
+        lambda permission: f"{permission.codename}: users",
+    ),
+    User.groups.through: (
+        SecurityEventKind.GROUPS_CHANGED,
+        lambda group: f"group {group.name}: members",
+    ),
+}
 
 
+@receiver(m2m_changed, sender=User.user_permissions.through, dispatch_uid="users.audit.perms")
 @receiver(m2m_changed, sender=User.groups.through, dispatch_uid="users.audit.groups")
-def _user_groups(
+def _user_relations(
     sender: Any,
     instance: Any,
     action: str,
@@ -128,14 +120,11 @@ def _user_groups(
 ) -> None:
     if action not in {"post_add", "post_remove", "post_clear"}:
         return
+    kind, from_the_other_side = M2M_EVENTS[sender]
     if reverse:
-        audit.record(
-            SecurityEventKind.GROUPS_CHANGED, detail=f"group {instance.name}: members {action[5:]}"
-        )
+        audit.record(kind, detail=f"{from_the_other_side(instance)} {action[5:]}")
         return
-    audit.record(
-        SecurityEventKind.GROUPS_CHANGED, user=instance, detail=_describe(action, model, pk_set)
-    )
+    audit.record(kind, user=instance, detail=_describe(action, model, pk_set))
 
 
 @receiver(m2m_changed, sender=Group.permissions.through, dispatch_uid="users.audit.group_perms")

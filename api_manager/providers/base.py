@@ -69,6 +69,8 @@ class ChatRequest:
     - `{"type": "document", "name": ..., "media_type": "application/pdf", "data": <base64>,
       "text": <the PDF's text, headed with its name>}`: sent as the provider's document part,
       or as that text where the endpoint refuses documents (`documents_as_text`).
+    Image parts may carry `width` and `height`, document parts `pages` (what the budget's input
+    bound counts them by, api_manager/budget.py); the adapters do not send them.
     The turns:
     - `{"role": "user" | "assistant", "content": ...}`: a plain turn;
     - an assistant turn may add `"tool_calls": [ToolCall, ...]` (its `content` may be empty);

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -48,3 +49,21 @@ async def stream(client: AsyncClient, **data: Any):
     if response.status_code != 200:
         return response, []
     return response, parse_events(await read_all(response))
+
+
+async def read_until_deltas(response, deltas: int = 3) -> tuple[asyncio.Task, list[str]]:
+    """Read a streaming response in the background, as a browser would, and return once
+    `deltas` delta events have arrived: the task (still reading, to await or cancel) and the
+    list of chunks it keeps appending to."""
+    received: list[str] = []
+    enough = asyncio.Event()
+
+    async def browser() -> None:
+        async for chunk in response.streaming_content:
+            received.append(chunk.decode() if isinstance(chunk, bytes) else chunk)
+            if sum(1 for c in received if "event: delta" in c) >= deltas:
+                enough.set()
+
+    task = asyncio.create_task(browser())
+    await asyncio.wait_for(enough.wait(), 10)
+    return task, received

@@ -9,7 +9,7 @@ from asgiref.sync import sync_to_async
 
 from ai_chat.models import Conversation, Message, Status
 from api_manager.models import ProviderKey, UsageRecord
-from tests.ai_chat.helpers import STREAM, client_for, parse_events, stream
+from tests.ai_chat.helpers import STREAM, client_for, parse_events, read_until_deltas, stream
 from tests.conftest import make_key
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -171,17 +171,7 @@ async def test_when_the_browser_goes_away_the_reply_goes_on_and_is_saved_whole(
     key = await key_for(alice, fake, provider)
     client = await client_for(alice)
     response = await client.post(STREAM, {"message": "[[long]]", "key": key.pk})
-    received: list[str] = []
-    enough = asyncio.Event()
-
-    async def browser():
-        async for chunk in response.streaming_content:
-            received.append(chunk.decode() if isinstance(chunk, bytes) else chunk)
-            if sum(1 for c in received if "event: delta" in c) >= 3:
-                enough.set()
-
-    task = asyncio.create_task(browser())
-    await asyncio.wait_for(enough.wait(), 10)
+    task, received = await read_until_deltas(response)
     # Django cancels the response coroutine when the client disconnects; so do we.
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -225,17 +215,7 @@ async def test_stop_closes_the_provider_stream_and_keeps_the_partial_as_stopped(
     key = await key_for(alice, fake, provider)
     client = await client_for(alice)
     response = await client.post(STREAM, {"message": "[[long]]", "key": key.pk})
-    received: list[str] = []
-    enough = asyncio.Event()
-
-    async def browser():
-        async for chunk in response.streaming_content:
-            received.append(chunk.decode() if isinstance(chunk, bytes) else chunk)
-            if sum(1 for c in received if "event: delta" in c) >= 3:
-                enough.set()
-
-    task = asyncio.create_task(browser())
-    await asyncio.wait_for(enough.wait(), 10)
+    task, received = await read_until_deltas(response)
     reply_id = parse_events("".join(received))[0][1]["message"]
     answer = await client.post(f"/ai-chat/messages/{reply_id}/stop/")
     assert answer.status_code == 200

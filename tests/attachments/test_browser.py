@@ -94,7 +94,10 @@ def test_paste_an_image_drop_a_file_and_see_them_on_the_message(
     user = page.locator("article.user").last
     image = user.locator(".attachments img")
     image.wait_for()
-    assert page.evaluate("(img) => img.complete && img.naturalWidth > 0", image.element_handle())
+    # Loaded, not only in the page (checked at once, it raced the image's request).
+    page.wait_for_function(
+        "(img) => img.complete && img.naturalWidth > 0", arg=image.element_handle(), timeout=10_000
+    )
     link = user.locator(".attachments a[download]")
     assert link.inner_text() == "notes.py"
     assert link.get_attribute("href") == f"/ai-chat/attachments/{rows[1].id}/"

@@ -6,9 +6,11 @@ Runs on the suite's database engine: SQLite (online backup API) or PostgreSQL (p
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import io
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -119,7 +121,7 @@ print(json.dumps({
 """
 
 
-def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def manage(env: dict[str, str], *args: str, umask: int = -1) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=stack.ROOT,
@@ -127,7 +129,17 @@ def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=300,
+        umask=umask,
     )
+
+
+def another_group() -> int | None:
+    """A group this process may give its files other than its own: as root `nogroup` (the
+    group of the test nginx's workers), else one of the user's supplementary groups, or None."""
+    if os.geteuid() == 0:
+        return grp.getgrnam("nogroup").gr_gid
+    others = [gid for gid in os.getgroups() if gid != os.getegid()]
+    return others[0] if others else None
 
 
 def test_a_backup_under_write_load_restores_every_message_key_and_file(tmp_path, settings, alice):
@@ -173,7 +185,15 @@ def test_a_backup_under_write_load_restores_every_message_key_and_file(tmp_path,
         env = stack.panel_env(
             database, None, str(tmp_path / "static"), MEDIA_ROOT=str(tmp_path / "media2")
         )
-        restored = manage(env, "restore", str(folder))
+        # As deploy/install.sh leaves it: the attachments folder setgid to nginx's group. The
+        # restore runs under a strict umask and must still leave the files readable by it.
+        attachments = tmp_path / "media2" / "attachments"
+        attachments.mkdir(parents=True)
+        group = another_group()
+        if group is not None:
+            os.chown(attachments, -1, group)
+        attachments.chmod(0o2750)
+        restored = manage(env, "restore", str(folder), umask=0o077)
         assert restored.returncode == 0, restored.stderr
         inspected = manage(env, "shell", "--no-imports", "-c", INSPECT)
         assert inspected.returncode == 0, inspected.stderr
@@ -198,7 +218,14 @@ def test_a_backup_under_write_load_restores_every_message_key_and_file(tmp_path,
         for provider, secret in SECRETS.items()
     }
     for relative, content in MEDIA.items():
-        assert (tmp_path / "media2" / relative).read_bytes() == content
+        path = tmp_path / "media2" / relative
+        assert path.read_bytes() == content
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640, (path, oct(path.stat().st_mode))
+        for folder_path in path.relative_to(attachments).parents:
+            mode = stat.S_IMODE((attachments / folder_path).stat().st_mode)
+            assert mode == 0o2750, (folder_path, oct(mode))
+        if group is not None:
+            assert path.stat().st_gid == group
 
 
 def test_restore_refuses_an_installation_that_is_not_empty(tmp_path, settings, alice):

@@ -92,6 +92,8 @@ def test_the_nginx_site_serves_the_acme_challenge_and_static_files_once():
         "bsepar-panel-cleanup.timer",
         "bsepar-panel-backup.service",
         "bsepar-panel-backup.timer",
+        "bsepar-panel-orphans.service",
+        "bsepar-panel-orphans.timer",
     ],
 )
 def test_the_systemd_units_verify(tmp_path, name):
@@ -102,7 +104,12 @@ def test_the_systemd_units_verify(tmp_path, name):
     stand_in = fake_root / "current" / ".venv" / "bin" / "python"
     stand_in.write_text("#!/bin/sh\n")
     stand_in.chmod(0o755)
-    for unit_name in ("bsepar-panel-cleanup.service", "bsepar-panel-backup.service", name):
+    for unit_name in (
+        "bsepar-panel-cleanup.service",
+        "bsepar-panel-backup.service",
+        "bsepar-panel-orphans.service",
+        name,
+    ):
         text = (DEPLOY / unit_name).read_text().replace("/opt/bsepar-panel", str(fake_root))
         (tmp_path / unit_name).write_text(text)
     unit_text = (DEPLOY / name).read_text()
@@ -135,7 +142,10 @@ def sandbox(unit: str) -> list[str]:
     return [line for line in lines[start:] if line and not line.startswith(("#", "["))]
 
 
-@pytest.mark.parametrize("unit", ["bsepar-panel-cleanup.service", "bsepar-panel-backup.service"])
+@pytest.mark.parametrize(
+    "unit",
+    ["bsepar-panel-cleanup.service", "bsepar-panel-backup.service", "bsepar-panel-orphans.service"],
+)
 def test_the_timer_units_have_the_main_units_sandbox(unit):
     main = sandbox("bsepar-panel.service")
     assert [line for line in main if line != "WantedBy=multi-user.target"] == sandbox(unit)
@@ -152,6 +162,9 @@ def test_the_units_run_the_current_release_and_log_under_their_name():
     backup = (DEPLOY / "bsepar-panel-backup.service").read_text()
     assert "manage.py backup --keep-days ${BACKUP_KEEP_DAYS}" in backup
     assert "OnCalendar=daily" in (DEPLOY / "bsepar-panel-backup.timer").read_text()
+    orphans = (DEPLOY / "bsepar-panel-orphans.service").read_text()
+    assert "manage.py remove_orphan_attachments\n" in orphans
+    assert "SyslogIdentifier=bsepar-panel-orphans\n" in orphans
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ The first install builds a real venv with /usr/bin/python3 and pip (about 30 s);
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import pwd
@@ -28,6 +29,7 @@ from tests import stack
 
 ROOT = stack.ROOT
 SERVICE_USER = "nobody"
+NGINX_GROUP = "www-data"
 ADMIN_PASSWORD = "upgrade-test-password-9f8e7d"
 
 pytestmark = [
@@ -39,6 +41,9 @@ pytestmark = [
         reason="engine-independent: runs in the SQLite pass",
     ),
     pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="no /usr/bin/python3"),
+    pytest.mark.skipif(
+        NGINX_GROUP not in {g.gr_name for g in grp.getgrall()}, reason="no www-data group"
+    ),
 ]
 
 
@@ -84,6 +89,17 @@ class Install:
             timeout=900,
         )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return result
+
+    def manage(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """A management command through the installed bsepar-manage (as the service user)."""
+        result = subprocess.run(
+            [str(self.prefix / "usr/local/bin/bsepar-manage"), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
         return result
 
     @property
@@ -133,8 +149,11 @@ def test_it_installs_with_the_right_owners_and_modes(installed):
     # The code is root's and read-only to everyone else, the service user included.
     assert owner(release / "bsepar_panel/settings.py") == ("root", 0o644)
     assert owner(release / "manage.py") == ("root", 0o755)
-    assert owner(install.data) == (SERVICE_USER, 0o750)
-    assert owner(install.data / "media") == (SERVICE_USER, 0o750)
+    # nginx's group may pass through the data and media folders (to the attachments), no more.
+    assert owner(install.data) == (SERVICE_USER, 0o710)
+    assert owner(install.data / "media") == (SERVICE_USER, 0o710)
+    for folder in (install.data, install.data / "media"):
+        assert grp.getgrgid(folder.stat().st_gid).gr_name == NGINX_GROUP
     assert owner(install.data / "backups") == (SERVICE_USER, 0o700)
     # The suggested FILE_ACTIONS_ROOT exists and the service may write there.
     assert owner(install.data / "workspace") == (SERVICE_USER, 0o750)
@@ -144,6 +163,69 @@ def test_it_installs_with_the_right_owners_and_modes(installed):
     # Only what runs is copied.
     for absent in ("tests", "bench", ".ci", ".git", ".venv/.installed"):
         assert not (release / absent).exists(), absent
+
+
+def test_the_attachments_are_nginxs_groups_to_read_and_nothing_else(installed):
+    """X-Accel-Redirect: nginx reads the attachments as its group. The folder is setgid to it,
+    so what the panel writes keeps the group; files 0640 (FILE_UPLOAD_PERMISSIONS)."""
+    install, _ = installed
+    attachments = install.data / "media/attachments"
+    st = attachments.stat()
+    assert owner(attachments) == (SERVICE_USER, 0o2750)
+    assert grp.getgrgid(st.st_gid).gr_name == NGINX_GROUP
+    # The database stays the service user's: not the group's, nothing for others.
+    database = install.data / "db.sqlite3"
+    assert grp.getgrgid(database.stat().st_gid).gr_name != NGINX_GROUP
+    assert owner(database)[1] & 0o007 == 0
+    # A file the panel saves, as the service user: the group's, readable by it, not by others.
+    script = (
+        "from django.core.files.base import ContentFile\n"
+        "from django.core.files.storage import default_storage\n"
+        "print(default_storage.path(default_storage.save('attachments/t.txt', ContentFile(b'x'))))\n"
+    )
+    result = install.manage("shell", "--no-imports", "-c", script)
+    saved = Path(result.stdout.strip())
+    assert saved.parent == attachments
+    assert owner(saved) == (SERVICE_USER, 0o640)
+    assert grp.getgrgid(saved.stat().st_gid).gr_name == NGINX_GROUP
+    saved.unlink()
+    # The installed site has the internal location, and the env turns X-Accel on.
+    site = (install.prefix / "etc/nginx/sites-available/bsepar-panel").read_text()
+    assert f"alias {attachments}/;" in site
+    assert install.env()["CHAT_ATTACHMENTS_X_ACCEL"] == "on"
+
+
+def test_orphan_attachments_are_removed_by_a_daily_timer(installed):
+    install, _ = installed
+    service = install.unit("bsepar-panel-orphans.service")
+    assert f"User={SERVICE_USER}" in service
+    assert (
+        f"ExecStart={install.app}/current/.venv/bin/python manage.py remove_orphan_attachments"
+        in service
+    )
+    timer = install.unit("bsepar-panel-orphans.timer")
+    assert "OnCalendar=*-*-* 03:30" in timer and "Persistent=true" in timer
+    # The command the timer runs works in the installed release (as the service user).
+    result = install.manage("remove_orphan_attachments", "--dry-run")
+    assert "would remove 0 rows and 0 files" in result.stdout
+
+
+def test_an_upgrade_turns_x_accel_on_in_an_old_env_file_but_keeps_an_explicit_off(installed):
+    install, source = installed
+    env_file = install.conf / "env"
+    original = env_file.read_text()
+    try:
+        without = "".join(
+            line for line in original.splitlines(True) if "CHAT_ATTACHMENTS_X_ACCEL" not in line
+        )
+        env_file.write_text(without)
+        install.run(source)
+        assert install.env()["CHAT_ATTACHMENTS_X_ACCEL"] == "on"
+        env_file.write_text(without + "CHAT_ATTACHMENTS_X_ACCEL=off\n")
+        install.run(source)
+        assert install.env()["CHAT_ATTACHMENTS_X_ACCEL"] == "off"
+    finally:
+        env_file.write_text(original)
 
 
 def test_the_venv_is_the_system_interpreters_and_the_service_user_runs_it(installed):
@@ -216,19 +298,12 @@ def test_the_installed_site_passes_nginx_t_before_a_first_certificate(installed,
 
 def test_bsepar_manage_runs_a_command_as_the_service_user(installed):
     install, _ = installed
-    result = subprocess.run(
-        [
-            str(install.prefix / "usr/local/bin/bsepar-manage"),
-            "shell",
-            "--no-imports",
-            "-c",
-            "import getpass; from django.conf import settings; print(getpass.getuser(), settings.MEDIA_ROOT)",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = install.manage(
+        "shell",
+        "--no-imports",
+        "-c",
+        "import getpass; from django.conf import settings; print(getpass.getuser(), settings.MEDIA_ROOT)",
     )
-    assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [SERVICE_USER, str(install.data / "media")]
 
 
@@ -339,19 +414,7 @@ def make_key(install: Install, fake) -> int:
         "k.save()\n"
         "print(k.pk)\n"
     )
-    result = subprocess.run(
-        [
-            str(install.prefix / "usr/local/bin/bsepar-manage"),
-            "shell",
-            "--no-imports",
-            "-c",
-            script,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
+    result = install.manage("shell", "--no-imports", "-c", script)
     return int(result.stdout.strip())
 
 

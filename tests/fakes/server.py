@@ -24,7 +24,8 @@ Attachments are checked as the real APIs check them: OpenAI `image_url` parts mu
 `data:` URL of a PNG, JPEG, GIF or WebP whose bytes match its type, `file` parts a filename and
 a PDF data URL; Anthropic `image` / `document` blocks a base64 source of a matching type. A
 malformed part is a 400. Each accepted part is recorded in `parts` (kind, media type, name, size,
-the decoded bytes); each image counts `IMAGE_TOKENS` input tokens, each document
+the decoded bytes); each image counts `image_tokens` input tokens (`IMAGE_TOKENS` unless a
+test sets it), each document
 `DOCUMENT_TOKENS`. With `refuse_documents` set, document/file parts get a 400 (an endpoint
 that does not take PDFs).
 
@@ -108,6 +109,8 @@ class FakeProviderServer:
     disconnect_times: list[int] = field(default_factory=list)
     parts: list[Part] = field(default_factory=list)
     refuse_documents: bool = False
+    # What an image is billed: a test sets what a real provider would bill a large one.
+    image_tokens: int = IMAGE_TOKENS
     # What `[[tool:custom]]` sends: id, name and the raw argument JSON.
     custom_tool_call: dict[str, str] = field(
         default_factory=lambda: {"id": "call_custom", "name": "run_query", "arguments": "{}"}
@@ -169,6 +172,7 @@ class FakeProviderServer:
         self.disconnect_times.clear()
         self.parts.clear()
         self.refuse_documents = False
+        self.image_tokens = IMAGE_TOKENS
         self.disconnects = 0
         self.completed_streams = 0
         self.disconnected.clear()
@@ -241,15 +245,14 @@ class FakeProviderServer:
         self.parts.extend(found)
         return None
 
-    @staticmethod
-    def _part_tokens(messages: list[dict[str, Any]]) -> int:
+    def _part_tokens(self, messages: list[dict[str, Any]]) -> int:
         total = 0
         for message in messages:
             content = message.get("content")
             for part in content if isinstance(content, list) else ():
                 kind = part.get("type") if isinstance(part, dict) else None
                 if kind in ("image", "image_url"):
-                    total += IMAGE_TOKENS
+                    total += self.image_tokens
                 elif kind in ("document", "file"):
                     total += DOCUMENT_TOKENS
         return total
