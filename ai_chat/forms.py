@@ -13,6 +13,7 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 # Ids are bigint primary keys: anything larger cannot name a row (and would overflow SQLite).
 MAX_ID = 2**63 - 1
@@ -106,7 +107,7 @@ class TurnForm(forms.Form):
     edit = IdField("message")
     # With `edit`: attachments of the edited message that its new version leaves out (every
     # other one is kept).
-    drop_attachments = IdListField("attachment")
+    drop_attachments = IdListField(gettext_lazy("attachment"))
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
