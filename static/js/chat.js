@@ -607,7 +607,14 @@
   stopButton.addEventListener("click", stopReply);
   // replies.js says when a reply it follows starts or ends (the Stop button shows or goes).
   list.addEventListener("reply:follow", syncStop);
-  list.addEventListener("reply:end", syncStop);
+  list.addEventListener("reply:end", (event) => {
+    syncStop();
+    // A reply followed since the page opened offers Regenerate when it is the last one.
+    const article = event.target;
+    if (article === list.querySelector("article.msg:last-of-type") && article.querySelector(".meta")) {
+      addRegenerate(article);
+    }
+  });
 
   // -- Edit: a user message becomes an editor; Enter sends, Shift+Enter breaks the line, Esc
   // cancels. Its files are chips that can be removed before sending (the server keeps the

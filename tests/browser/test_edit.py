@@ -176,6 +176,7 @@ def test_stop_works_for_a_reply_followed_after_a_reload(
         page.keyboard.press("Escape")
     page.wait_for_selector(f"article.assistant.stopped[data-message-id='{reply.pk}']")
     assert not stop.is_visible()
+    page.locator(f"article[data-message-id='{reply.pk}'] [data-action=regenerate]").wait_for()
     saved = wait_until(lambda: Message.objects.filter(pk=reply.pk, status=Status.STOPPED).first())
     assert saved.content.startswith("word0") and len(saved.content.split()) < fake.long_words
     screenshot(page, f"{language}-chat-stop-after-reload-{how}")
@@ -184,18 +185,20 @@ def test_stop_works_for_a_reply_followed_after_a_reload(
 
 def test_stop_goes_when_a_followed_reply_ends_by_itself(live_asgi, open_page, alice, fake):
     make_key(alice, fake)
-    fake.word_delay = 0.02
-    fake.long_words = 150
+    fake.word_delay = 0.03
+    fake.long_words = 300  # about 9 seconds: the reload lands while it is generated
     page = open_page("en")
     sign_in(page, live_asgi.url)
     page.goto(f"{live_asgi.url}/ai-chat/")
     page.fill("#chat-input", "[[long]]")
     page.keyboard.press("Enter")
-    wait_until(lambda: Message.objects.filter(role="assistant").first())
+    page.wait_for_function(
+        "() => (document.querySelector('article.assistant .body') || {}).textContent?.length > 20"
+    )
     page.reload()
     page.locator("article.assistant.streaming").wait_for()
     assert page.locator("[data-action=stop]").is_visible()
-    page.wait_for_selector("article.assistant.complete", timeout=20000)
+    page.wait_for_selector("article.assistant.complete", timeout=40000)
     assert not page.locator("[data-action=stop]").is_visible()
     # Escape, with nothing generating, stops nothing and breaks nothing.
     page.keyboard.press("Escape")
