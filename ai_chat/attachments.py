@@ -309,9 +309,32 @@ def _suffix(prepared: Prepared) -> str:
     }.get(prepared.content_type, ".txt")
 
 
-def create_rows(message: Message, owner: Any, files: Sequence[Stored]) -> list[Attachment]:
-    """Save the rows of the stored files of `message` (one INSERT) and keep them on it."""
+def create_rows(
+    message: Message, owner: Any, files: Sequence[Stored], kept: Sequence[Attachment] = ()
+) -> list[Attachment]:
+    """Save the rows of the stored files of `message` (one INSERT) and keep them on it.
+
+    `kept`: attachments of an earlier version of the message that this one carries too. They
+    get rows of their own naming the same stored file (no copy): a file is deleted only once
+    no row names it (Conversation.delete deletes every version's rows together;
+    remove_orphan_attachments keeps a file another row still names)."""
     rows = [
+        Attachment(
+            message=message,
+            owner=owner,
+            file=row.file.name,
+            name=row.name,
+            kind=row.kind,
+            content_type=row.content_type,
+            size=row.size,
+            text=row.text,
+            width=row.width,
+            height=row.height,
+            pages=row.pages,
+            created_at=message.created_at,
+        )
+        for row in kept
+    ] + [
         Attachment(
             message=message,
             owner=owner,

@@ -13,6 +13,7 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 # Ids are bigint primary keys: anything larger cannot name a row (and would overflow SQLite).
 MAX_ID = 2**63 - 1
@@ -69,8 +70,28 @@ class IdField(forms.Field):
         return number
 
 
+class IdListField(forms.Field):
+    """Row ids, repeated (`drop_attachments=3&drop_attachments=7`, or a JSON list); each one
+    checked like IdField. Always a list (empty when absent)."""
+
+    def __init__(self, what: str, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        super().__init__(**kwargs)
+        self.one = IdField(what)
+
+    def to_python(self, value: Any) -> list[int]:
+        if value in self.empty_values:
+            return []
+        values = value if isinstance(value, list | tuple) else [value]
+        if len(values) > settings.CHAT_MAX_ATTACHMENTS:
+            raise ValidationError(_("Too many attachment ids."), code="invalid")
+        ids = [self.one.clean(item) for item in values]
+        return [pk for pk in ids if pk is not None]
+
+
 class TurnForm(forms.Form):
-    """`message`, `conversation`, `key`, `model`, `system`, `regenerate`, `continue`, `edit`.
+    """`message`, `conversation`, `key`, `model`, `system`, `regenerate`, `continue`, `edit`,
+    `drop_attachments`.
 
     Form-encoded or JSON (the view hands a dict). After `is_valid()`, `kind` says which kind of
     turn it is and `refusal()` gives the first error's message and HTTP status.
@@ -84,6 +105,9 @@ class TurnForm(forms.Form):
     regenerate = FlagField(required=False)
     # The id of the user message that `message` is a new version of.
     edit = IdField("message")
+    # With `edit`: attachments of the edited message that its new version leaves out (every
+    # other one is kept).
+    drop_attachments = IdListField(gettext_lazy("attachment"))
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -118,6 +142,8 @@ class TurnForm(forms.Form):
             raise ValidationError(_("Choose either regenerate or continue."))
         if (regenerate or resume) and data.get("edit") is not None:
             raise ValidationError(_("An edit is a message of its own: no regenerate or continue."))
+        if data.get("drop_attachments") and data.get("edit") is None:
+            raise ValidationError(_("Attachments can only be removed from an edited message."))
         if data.get("edit") is not None and data.get("conversation") is None:
             if "conversation" not in self.errors:
                 raise ValidationError(_("Say which conversation the edited message is in."))

@@ -18,7 +18,7 @@ import copy
 import datetime
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -32,7 +32,7 @@ from ai_chat import attachments
 from ai_chat.actions.cards import is_note
 from ai_chat.actions.tools import cards_for, tools_for
 from ai_chat.forms import TurnForm, TurnKind
-from ai_chat.models import Conversation, Message, Role, Status
+from ai_chat.models import Attachment, Conversation, Message, Role, Status
 from api_manager import budget
 from api_manager.models import ModelPrice, ProviderKey, UsageRecord, UsageStatus
 from api_manager.providers import (
@@ -197,8 +197,10 @@ class _Checked:
     # for an edit, those before the edited message).
     earlier: list[Message]
     now: datetime.datetime
-    # The user message an edit makes a new version of.
+    # The user message an edit makes a new version of, and the attachments of it that the
+    # new version keeps.
     edited: Message | None = None
+    kept: list[Attachment] = field(default_factory=list)
 
 
 def _conversation_for(user: Any, conversation_id: int | None) -> Conversation | None:
@@ -291,7 +293,23 @@ def _edited(conversation: Conversation | None, message_id: int) -> Message:
     return edited
 
 
-def _check(user: Any, form: TurnForm) -> _Checked:
+def _kept_attachments(edited: Message, drop: list[int], new_files: int) -> list[Attachment]:
+    """The attachments of the `edited` message that its new version keeps: all but the ids in
+    `drop`. TurnRefused (404) for an id that is not one of the edited message's attachments
+    (someone else's included), 413 when the kept and `new_files` exceed the limit."""
+    rows = list(edited.attachments.order_by("id")) if edited.attachment_count else []
+    if set(drop) - {row.pk for row in rows}:
+        raise TurnRefused(_("No such attachment on the edited message."), status=404)
+    kept = [row for row in rows if row.pk not in drop]
+    if len(kept) + new_files > settings.CHAT_MAX_ATTACHMENTS:
+        raise TurnRefused(
+            _("Too many files: %(n)d at most per message.") % {"n": settings.CHAT_MAX_ATTACHMENTS},
+            status=413,
+        )
+    return kept
+
+
+def _check(user: Any, form: TurnForm, new_files: int = 0) -> _Checked:
     """Everything that can refuse a turn, before anything is written (raises TurnRefused)."""
     data = form.cleaned_data
     conversation = _conversation_for(user, data["conversation"])
@@ -301,6 +319,7 @@ def _check(user: Any, form: TurnForm) -> _Checked:
         raise TurnRefused(_("Choose a model: this key has no default model."))
     now = timezone.now()
     edited = _edited(conversation, data["edit"]) if data["edit"] is not None else None
+    kept = _kept_attachments(edited, data["drop_attachments"], new_files) if edited else []
     return _Checked(
         user=user,
         conversation=conversation,
@@ -311,6 +330,7 @@ def _check(user: Any, form: TurnForm) -> _Checked:
         earlier=_earlier(conversation, before=edited.pk if edited else None),
         now=now,
         edited=edited,
+        kept=kept,
     )
 
 
@@ -417,9 +437,10 @@ def _regenerate(checked: _Checked) -> _Started:
     return _Started(conversation, last_user, reply, history)
 
 
-def _edit(checked: _Checked, text: str) -> _Started:
+def _edit(checked: _Checked, text: str, files: list[attachments.Stored] | None = None) -> _Started:
     """A new version of a user message, answered; the branch from the old version on stays,
-    hidden, as it was."""
+    hidden, as it was. The new version carries the attachments the edit keeps (new rows
+    naming the same stored files) and any new `files`."""
     edited = checked.edited
     assert checked.conversation is not None and edited is not None  # _check made sure
     conversation = _save_conversation(checked)
@@ -433,10 +454,13 @@ def _edit(checked: _Checked, text: str) -> _Started:
         parent_id=edited.parent_id,
         version=count,
         versions=count,
+        attachment_count=len(checked.kept) + len(files or []),
     )
     user_message.set_content(text)
     reply = _reply_row(checked, conversation)
     Message.objects.bulk_create([user_message, reply])
+    if user_message.attachment_count:
+        attachments.create_rows(user_message, checked.user, files or [], kept=checked.kept)
     return _Started(conversation, user_message, reply, [user_message, *checked.earlier])
 
 
@@ -462,9 +486,9 @@ def _prepare(
     if not form.is_valid():
         message, status = form.refusal()
         raise TurnRefused(message, status=status)
-    if files and form.kind != TurnKind.MESSAGE:
-        raise TurnRefused(_("Files can only be sent with a new message."))
-    checked = _check(user, form)
+    if files and form.kind not in (TurnKind.MESSAGE, TurnKind.EDIT):
+        raise TurnRefused(_("Files can only be sent with a new message or an edit."))
+    checked = _check(user, form, len(files or []))
     # One short transaction for whichever kind of turn: a kind refuses before it writes, and
     # anything refused later in it undoes the rows (and `stored` removes the files written
     # just before it).
@@ -482,7 +506,7 @@ def _prepare(
         elif form.kind == TurnKind.CONTINUE:
             started = _continue(checked)
         elif form.kind == TurnKind.EDIT:
-            started = _edit(checked, form.cleaned_data["message"])
+            started = _edit(checked, form.cleaned_data["message"], saved)
         else:
             started = _new_message(checked, form.cleaned_data["message"], saved)
         attachments.load_for(started.history)

@@ -132,7 +132,11 @@ def decide(
 def _stream_input(request: AuthenticatedHttpRequest) -> dict[str, Any] | str:
     """The turn's input as a dict (form-encoded or JSON), or why the body cannot be read."""
     if request.content_type != "application/json":
-        return request.POST.dict()
+        data: dict[str, Any] = request.POST.dict()
+        # The one field that repeats: each attachment an edit leaves out.
+        if "drop_attachments" in request.POST:
+            data["drop_attachments"] = request.POST.getlist("drop_attachments")
+        return data
     try:
         return read_json_body(request)
     except InvalidBody as exc:

@@ -130,16 +130,39 @@
       file.name === "image.png" ? new File([file], `pasted-${Date.now()}.png`, { type: file.type }) : file));
   });
 
+  // The upload's progress: the bar (role="progressbar", aria-valuenow in percent) and the
+  // percentage beside it, in the page's digits. Without a value the bar is indeterminate.
+  const percent = document.getElementById("attach-percent");
+  const percentFormat = new Intl.NumberFormat(lang, { style: "percent" });
+  function showProgress(fraction) {
+    const box = progress.parentElement;
+    box.hidden = false;
+    if (fraction === null) {
+      progress.removeAttribute("value");
+      progress.removeAttribute("aria-valuenow");
+      percent.textContent = "";
+      return;
+    }
+    const value = Math.round(Math.min(1, Math.max(0, fraction)) * 100);
+    progress.value = value;
+    progress.setAttribute("aria-valuenow", String(value));
+    percent.textContent = percentFormat.format(value / 100);
+  }
+
   window.chatAttachments = {
-    // Put the files in the request; show the progress bar while they go up (fetch reports no
-    // upload progress, so it runs until the server answers).
+    // Put the files in the request and show the progress bar (chat.js then reports the
+    // bytes sent through progress()).
     addTo(body) {
       for (const entry of files) body.append("files", entry.file, entry.file.name);
-      progress.hidden = files.length === 0;
+      if (files.length) showProgress(null);
+    },
+    // The share of the request's bytes sent so far (0 to 1).
+    progress(fraction) {
+      showProgress(fraction);
     },
     // The server answered: on success, the sent message shows its files and the chips go.
     uploaded(bubble, ok) {
-      progress.hidden = true;
+      progress.parentElement.hidden = true;
       if (!ok || files.length === 0) return;
       if (bubble) {
         const list = element("ul", "attachments");

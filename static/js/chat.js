@@ -4,6 +4,10 @@
 // once per animation frame; when it is done, the server's sanitized HTML replaces it. The reply
 // is generated on the server whether or not this page stays: Stop asks the server to stop it
 // (replies.js), and a dropped stream is followed again from the last event id received.
+// A send with files goes up through XMLHttpRequest, which reports upload progress (fetch does
+// not); its answer is read as it arrives and goes through the same SSE parser.
+// Edit (data-action="edit") turns a user message into an editor; sending it posts `edit`
+// with the message's id and `drop_attachments` for the files removed from it.
 "use strict";
 
 (function () {
@@ -131,6 +135,13 @@
     button.dataset.action = "copy";
     const tools = element("div", "msg-tools");
     tools.appendChild(button);
+    if (article.dataset.role === "user") {
+      const edit = element("button", "link small", strings.edit);
+      edit.type = "button";
+      edit.dataset.action = "edit";
+      edit.addEventListener("click", () => openEditor(article));
+      tools.append(" · ", edit);
+    }
     article.appendChild(tools);
   }
 
@@ -155,9 +166,17 @@
     return { article, body, meta, text: "", live: true };
   }
 
+  // A reply being written: this page's own stream, or one followed by replies.js (a reply
+  // still generating when the page opened). Stop and Esc act on either.
+  function liveReply() {
+    return list.querySelector("article.live[data-message-id]");
+  }
+  function syncStop() {
+    stopButton.hidden = !(controller || liveReply());
+  }
   function setBusy(busy) {
     sendButton.disabled = busy;
-    stopButton.hidden = !busy;
+    syncStop();
   }
 
   // A refusal stays in sight by the message box until the next try (role="alert" reads it out).
@@ -258,15 +277,123 @@
   }
 
   // -- sending ---------------------------------------------------------------------------
-  async function send({ regenerate = false, resume = false } = {}) {
-    if (controller) return;
-    const text = resume ? "" : input.value;
-    if (!regenerate && !resume && !text.trim()) {
-      input.focus();
+  // The answer's text as it arrives, from a fetch Response or from the XHR below.
+  async function* textOf(response) {
+    if (response.textChunks) {
+      yield* response.textChunks;
       return;
     }
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      yield value;
+    }
+  }
+
+  // POST `body` with XMLHttpRequest, calling onUpload(fraction) as the bytes go up. Resolves
+  // like fetch: a refusal as a Response (so it is read like any other), a stream as an object
+  // whose `textChunks` yields the text as it arrives. Rejects with TypeError when the panel is
+  // not reached and AbortError when `signal` aborts.
+  function postWithProgress(url, body, signal, onUpload) {
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      const waiting = [];
+      let seen = 0;
+      let ended = false;
+      let failure = null;
+      let wake = null;
+      let streaming = false;
+      const contentType = () => xhr.getResponseHeader("Content-Type") || "";
+      function take() {
+        if (!streaming) return;
+        const text = xhr.responseText.slice(seen);
+        seen = xhr.responseText.length;
+        if (text) waiting.push(text);
+        if (wake) wake();
+      }
+      async function* chunks() {
+        for (;;) {
+          if (waiting.length) yield waiting.shift();
+          else if (failure) throw failure;
+          else if (ended) return;
+          else await new Promise((r) => { wake = r; });
+          wake = null;
+        }
+      }
+      function fail(error) {
+        failure = error;
+        if (streaming) { if (wake) wake(); } else reject(error);
+      }
+      xhr.open("POST", url);
+      xhr.setRequestHeader("X-CSRFToken", window.panel.csrfToken());
+      xhr.setRequestHeader("Accept", "text/event-stream");
+      xhr.upload.addEventListener("progress", (event) => {
+        if (event.lengthComputable) onUpload(event.loaded / event.total);
+      });
+      xhr.addEventListener("readystatechange", () => {
+        if (xhr.readyState !== XMLHttpRequest.HEADERS_RECEIVED) return;
+        if (xhr.status === 200 && contentType().startsWith("text/event-stream")) {
+          streaming = true;
+          resolve({
+            ok: true, status: 200, headers: { get: (name) => xhr.getResponseHeader(name) },
+            textChunks: chunks(),
+          });
+        }
+      });
+      xhr.addEventListener("progress", take);
+      xhr.addEventListener("load", () => {
+        take();
+        ended = true;
+        if (wake) wake();
+        if (!streaming) {
+          resolve(new Response(xhr.responseText, {
+            status: xhr.status || 502, headers: { "Content-Type": contentType() },
+          }));
+        }
+      });
+      xhr.addEventListener("error", () => fail(new TypeError("The panel could not be reached.")));
+      xhr.addEventListener("abort", () => fail(new DOMException("Stopped", "AbortError")));
+      signal.addEventListener("abort", () => xhr.abort());
+      xhr.send(body);
+    });
+  }
+
+  // The articles from `article` to the end of the thread: the branch an edit replaces.
+  function branchFrom(article) {
+    const nodes = [];
+    for (let node = article; node; node = node.nextElementSibling) nodes.push(node);
+    return nodes;
+  }
+
+  // The thread as the server renders it (versions' "k / n", attachments with their ids),
+  // fetched after an edit or a send with files; not while another reply is live in it.
+  async function refreshThread() {
+    if (controller || liveReply()) return;
+    try {
+      const response = await window.panel.get(window.location.pathname, { accept: "text/html" });
+      if (!response.ok) return;
+      const page = new DOMParser().parseFromString(await response.text(), "text/html");
+      const fresh = page.getElementById("messages");
+      if (!fresh || controller || liveReply()) return;
+      list.replaceChildren(...Array.from(fresh.childNodes).map((n) => document.importNode(n, true)));
+      decorate();
+    } catch (err) {
+      // The thread as streamed stays; a reload shows the server's.
+    }
+  }
+
+  async function send({ regenerate = false, resume = false, edit = null } = {}) {
+    if (controller) return false;
+    const fresh = !regenerate && !resume && !edit; // a new message from the composer
+    const text = edit ? edit.text : resume ? "" : input.value;
+    if ((fresh || edit) && !text.trim()) {
+      if (edit) showAlert(strings.emptyEdit);
+      else input.focus();
+      return false;
+    }
     const body = new FormData(form);
-    if (!regenerate && !resume) window.chatAttachments?.addTo(body);
+    if (fresh) window.chatAttachments?.addTo(body);
     if (regenerate) {
       body.set("regenerate", "1");
       body.set("message", "");
@@ -275,38 +402,59 @@
     } else if (resume) {
       body.set("continue", "1");
       body.set("message", "");
+    } else if (edit) {
+      body.set("message", text);
+      body.set("edit", edit.article.dataset.messageId);
+      edit.drop.forEach((id) => body.append("drop_attachments", id));
     }
     document.querySelector("[data-empty-chat]")?.remove();
     let sentBubble = null;
-    if (!regenerate && !resume) {
+    // An edit hides the branch from the edited message on until the server takes it.
+    const replaced = edit ? branchFrom(edit.article) : [];
+    if (fresh || edit) {
       sentBubble = userBubble(text);
-      list.appendChild(sentBubble);
+      if (edit && edit.kept.length) {
+        const files = element("ul", "attachments");
+        files.append(...edit.kept);
+        sentBubble.prepend(files);
+      }
+      list.insertBefore(sentBubble, edit ? edit.article : null);
     }
+    replaced.forEach((node) => { node.hidden = true; });
     const reply = replyBubble();
-    list.appendChild(reply.article);
+    list.insertBefore(reply.article, edit ? edit.article : null);
     scrollDown();
     controller = new AbortController();
     setBusy(true);
     let finished = false;
     let received = "";
     let answered = false;
+    let accepted = false;
+    let status = "";
     clearAlert();
+    function takeBack() {
+      // Nothing was saved: the bubbles go, the text stays where it was typed.
+      reply.article.remove();
+      if (sentBubble) sentBubble.remove();
+      replaced.forEach((node) => { node.hidden = false; });
+    }
     let lastId = "0"; // the last event id received: where a reconnection goes on from
+    const withFiles = body.has("files");
     try {
-      const response = await window.panel.post(form.action, {
-        body, accept: "text/event-stream", signal: controller.signal,
-      });
+      const response = withFiles
+        ? await postWithProgress(form.action, body, controller.signal, (f) => window.chatAttachments?.progress(f))
+        : await window.panel.post(form.action, { body, accept: "text/event-stream", signal: controller.signal });
       answered = true;
-      window.chatAttachments?.uploaded(sentBubble, response.ok);
+      if (fresh) window.chatAttachments?.uploaded(sentBubble, response.ok);
       if (!response.ok || !(response.headers.get("Content-Type") || "").startsWith("text/event-stream")) {
-        // Nothing was saved: take the bubbles back and leave the text in the input.
-        reply.article.remove();
-        if (sentBubble) sentBubble.remove();
+        takeBack();
         showAlert(await describeRefusal(response));
         finished = true;
-        return;
+        return false;
       }
-      if (!regenerate && !resume) input.value = "";
+      accepted = true;
+      replaced.forEach((node) => node.remove());
+      if (fresh) input.value = "";
       const parse = sseParser((name, data, id) => {
         if (id !== null) lastId = id;
         if (name === "meta") {
@@ -321,9 +469,10 @@
           renderSoon(reply);
         } else if (name === "done") {
           finished = true;
+          status = data.status || "complete";
           reply.live = false; // a frame still to come must not paint over the server's HTML
           reply.body.classList.remove("plain");
-          reply.article.className = `msg assistant ${data.status || "complete"}`;
+          reply.article.className = `msg assistant ${status}`;
           reply.body.removeAttribute("dir");
           reply.body.innerHTML = data.html; // sanitized on the server (markdown-it + nh3)
           addCopyButtons(reply.body);
@@ -346,18 +495,11 @@
           addRegenerate(reply.article);
         }
       });
-      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        parse(value);
-      }
+      for await (const chunk of textOf(response)) parse(chunk);
       if (!finished && reply.article.dataset.messageId && window.bseparReplies) {
         // The connection dropped, not the reply: follow it again from the last id.
         finished = true;
-        window.bseparReplies.follow(reply.article, reply.article.dataset.messageId, lastId, () =>
-          addRegenerate(reply.article),
-        );
+        followAgain(reply, lastId);
       } else if (!finished) {
         reply.meta.textContent = strings.network;
       }
@@ -368,14 +510,11 @@
         addRegenerate(reply.article);
       } else if (!answered) {
         // The panel was never reached: nothing was saved, so the message goes back to the box.
-        reply.article.remove();
-        if (sentBubble) sentBubble.remove();
+        takeBack();
         showAlert(strings.unreachable);
       } else if (reply.article.dataset.messageId && window.bseparReplies) {
         // The connection dropped, not the reply: follow it again from the last id.
-        window.bseparReplies.follow(reply.article, reply.article.dataset.messageId, lastId, () =>
-          addRegenerate(reply.article),
-        );
+        followAgain(reply, lastId);
       } else {
         reply.meta.textContent = strings.network;
       }
@@ -383,8 +522,19 @@
       window.chatAttachments?.uploaded(null, false); // the progress bar goes, however it ended
       controller = null;
       setBusy(false);
-      input.focus();
+      if (!edit || accepted) input.focus();
     }
+    // The server's rendering shows an edit's new version ("k / n") and the ids of the files.
+    if (status && (edit || withFiles)) await refreshThread();
+    return accepted;
+  }
+
+  function followAgain(reply, lastId) {
+    window.bseparReplies.follow(reply.article, reply.article.dataset.messageId, lastId, () => {
+      addRegenerate(reply.article);
+      syncStop();
+    });
+    syncStop();
   }
 
   form.addEventListener("submit", (event) => {
@@ -455,6 +605,93 @@
     else if (controller) controller.abort();
   }
   stopButton.addEventListener("click", stopReply);
+  // replies.js says when a reply it follows starts or ends (the Stop button shows or goes).
+  list.addEventListener("reply:follow", syncStop);
+  list.addEventListener("reply:end", (event) => {
+    syncStop();
+    // A reply followed since the page opened offers Regenerate when it is the last one.
+    const article = event.target;
+    if (article === list.querySelector("article.msg:last-of-type") && article.querySelector(".meta")) {
+      addRegenerate(article);
+    }
+  });
+
+  // -- Edit: a user message becomes an editor; Enter sends, Shift+Enter breaks the line, Esc
+  // cancels. Its files are chips that can be removed before sending (the server keeps the
+  // others: `drop_attachments` names the removed ones).
+  function openEditor(article) {
+    if (controller || !article.dataset.messageId || article.querySelector(".msg-editor")) return;
+    const body = article.querySelector(".body");
+    const shown = Array.from(article.children);
+    const editor = element("div", "msg-editor");
+    const area = element("textarea");
+    area.dir = "auto";
+    area.rows = Math.min(12, Math.max(3, body.textContent.split("\n").length + 1));
+    area.value = body.textContent;
+    area.setAttribute("aria-label", strings.editLabel);
+    const drop = new Set();
+    const chips = element("ul", "attach-chips");
+    chips.setAttribute("aria-label", strings.editFiles);
+    article.querySelectorAll(".attachments [data-attachment-id]").forEach((file) => {
+      const chip = file.cloneNode(true);
+      const name = (chip.querySelector(".attach-name") || chip).textContent.trim();
+      const remove = element("button", "icon-button attach-remove", "×");
+      remove.type = "button";
+      remove.dataset.action = "remove-attachment";
+      remove.setAttribute("aria-label", strings.removeFile.replace("{name}", name));
+      remove.addEventListener("click", () => {
+        drop.add(file.dataset.attachmentId);
+        chip.remove();
+        area.focus();
+      });
+      chip.append(remove);
+      chips.append(chip);
+    });
+    const row = element("div", "composer-row");
+    const cancel = element("button", "", strings.cancel);
+    cancel.type = "button";
+    cancel.dataset.action = "edit-cancel";
+    const submit = element("button", "primary", strings.send);
+    submit.type = "button";
+    submit.dataset.action = "edit-send";
+    row.append(element("span", "grow"), cancel, submit);
+    if (chips.children.length) editor.append(chips);
+    editor.append(area, row);
+    shown.forEach((node) => { node.hidden = true; });
+    article.classList.add("editing");
+    article.append(editor);
+
+    function close() {
+      editor.remove();
+      article.classList.remove("editing");
+      shown.forEach((node) => { node.hidden = false; });
+      clearAlert();
+    }
+    async function go() {
+      const kept = Array.from(article.querySelectorAll(".attachments [data-attachment-id]"))
+        .filter((file) => !drop.has(file.dataset.attachmentId))
+        .map((file) => file.cloneNode(true));
+      submit.disabled = true;
+      const sent = await send({ edit: { article, text: area.value, drop: Array.from(drop), kept } });
+      submit.disabled = false;
+      if (!sent && article.isConnected) area.focus(); // refused: the edited text stays
+    }
+    cancel.addEventListener("click", close);
+    submit.addEventListener("click", go);
+    area.addEventListener("keydown", (event) => {
+      if (event.isComposing) return;
+      if (event.key === "Enter" && !event.shiftKey) {
+        event.preventDefault();
+        go();
+      } else if (event.key === "Escape" && !controller) {
+        event.preventDefault(); // spent here: not a Stop
+        close();
+        article.querySelector("[data-action=edit]")?.focus();
+      }
+    });
+    area.focus();
+    area.setSelectionRange(area.value.length, area.value.length);
+  }
 
   // -- the conversation list is one tab stop: arrows, Home and End move inside it ------------
   const conversationList = document.getElementById("conversation-list");
@@ -517,7 +754,7 @@
   document.addEventListener("keydown", (event) => {
     // Escape stops a reply being written, from anywhere (the message box included), unless it
     // closes something first: the help dialog, or the drawer (panel.js marks that Escape spent).
-    if (event.key === "Escape" && controller && !event.isComposing && !event.defaultPrevented && !help.open) {
+    if (event.key === "Escape" && (controller || liveReply()) && !event.isComposing && !event.defaultPrevented && !help.open) {
       event.preventDefault();
       stopReply();
       return;
@@ -538,13 +775,18 @@
     action();
   });
 
-  // Existing messages: copy buttons, a Copy of each message, and Regenerate on the last reply.
-  addCopyButtons(list);
-  const articles = list.querySelectorAll("article.msg");
-  articles.forEach(addMessageTools);
-  const last = articles[articles.length - 1];
-  if (last && last.dataset.role === "assistant") addRegenerate(last);
-  scrollDown();
+  // Messages as the server rendered them: copy buttons, a Copy (and an Edit) of each message,
+  // and Regenerate on the last reply (on page open, and after refreshThread).
+  function decorate() {
+    addCopyButtons(list);
+    const articles = list.querySelectorAll("article.msg");
+    articles.forEach(addMessageTools);
+    const last = articles[articles.length - 1];
+    if (last && last.dataset.role === "assistant") addRegenerate(last);
+    scrollDown();
+  }
+  decorate();
+  syncStop();
   // The message box has the focus when the chat opens (not on touch screens, where it would
   // open the on-screen keyboard over the conversation).
   if (!input.disabled && !window.matchMedia("(pointer: coarse)").matches) input.focus();

@@ -4,6 +4,8 @@
 // the last event id it got, so the reply continues where it left off) and stops one with
 // POST /ai-chat/messages/<id>/stop/. On page open, replies still generating are followed.
 // chat.js calls window.bseparReplies.follow() when its own stream drops, and .stop() for Stop.
+// The article followed gets the events "reply:follow" and, once the reply ends, "reply:end"
+// (they bubble): chat.js shows its Stop button (and lets Esc stop) while one is followed.
 "use strict";
 
 (function () {
@@ -24,6 +26,10 @@
     let text = after ? body.textContent : "";
     const source = new EventSource(`${address("reattachUrl", id)}?after=${after || 0}`);
     article.classList.add("live", "streaming");
+    const ended = (name, data) => {
+      article.dispatchEvent(new CustomEvent("reply:end", { bubbles: true, detail: { name, data } }));
+      if (onEnd) onEnd(name, data);
+    };
     source.addEventListener("delta", (event) => {
       text += JSON.parse(event.data).text;
       body.textContent = text; // plain text while it grows: nothing in it can run
@@ -35,7 +41,7 @@
       body.innerHTML = data.html; // sanitized on the server (markdown-it + nh3)
       article.className = `msg assistant ${data.status}`;
       if (meta) meta.textContent = data.status === "stopped" ? strings.stopped || "" : "";
-      if (onEnd) onEnd("done", data);
+      ended("done", data);
     });
     // The server's `error` event carries data; a dropped connection does not (EventSource
     // then reconnects by itself).
@@ -45,8 +51,9 @@
       const data = JSON.parse(event.data);
       article.className = "msg assistant error";
       if (meta) meta.textContent = data.message;
-      if (onEnd) onEnd("error", data);
+      ended("error", data);
     });
+    article.dispatchEvent(new CustomEvent("reply:follow", { bubbles: true }));
     return source;
   }
 

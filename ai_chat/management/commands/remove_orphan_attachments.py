@@ -29,9 +29,16 @@ class Command(BaseCommand):
         orphan_rows = list(rows.values_list("id", "file"))
         if orphan_rows and not dry_run:
             Attachment.objects.filter(pk__in=[pk for pk, _ in orphan_rows]).delete()
-        known = set(Attachment.objects.values_list("file", flat=True))
+        # The files rows with a message still name (in a dry run the orphan rows are there yet).
+        known = set(
+            Attachment.objects.filter(message_id__in=Message.objects.values("id")).values_list(
+                "file", flat=True
+            )
+        )
         cutoff = timezone.now() - datetime.timedelta(minutes=min_age_minutes)
-        paths = [path for _, path in orphan_rows]
+        # An edited message's new version names the same files as the old one: a file goes
+        # only when no remaining row names it.
+        paths = sorted({path for _, path in orphan_rows} - known)
         for path in _files(PREFIX):
             if path in known or path in paths:
                 continue
