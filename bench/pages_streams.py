@@ -45,37 +45,49 @@ from load import PAGES, Session, fresh, pct  # noqa: E402
 from tests import stack  # noqa: E402
 
 
-def split_streams(nginx: stack.Nginx, stream_port: int) -> None:
-    """Point the shipped site's stream location at its own upstream, then reload."""
+def point_streams(nginx: stack.Nginx, stream_port: int) -> None:
+    """Point the shipped site's stream upstream (bsepar_streams; stack.Nginx points only the
+    page upstream at the test servers) at `stream_port`, then reload."""
     conf = nginx.dir / "nginx.conf"
     text = conf.read_text()
-    anchor = "    location = /ai-chat/stream/ {\n        proxy_pass http://bsepar_panel;"
+    anchor = "upstream bsepar_streams {"
     assert anchor in text, "deploy/nginx.conf changed: update bench/pages_streams.py"
-    text = text.replace(anchor, anchor.replace("bsepar_panel;", "bsepar_streams;"), 1)
-    text = text.replace(
-        "upstream bsepar_panel {",
-        f"upstream bsepar_streams {{\n    server 127.0.0.1:{stream_port};\n    keepalive 32;\n}}\n\n"
-        "upstream bsepar_panel {",
-        1,
-    )
-    conf.write_text(text)
+    head, _, tail = text.partition(anchor)
+    tail = tail.replace("    server 127.0.0.1:8001;\n", f"    server 127.0.0.1:{stream_port};\n", 1)
+    conf.write_text(head + anchor + tail)
     subprocess.run(
         ["nginx", "-c", str(conf), "-p", str(nginx.dir), "-s", "reload"], check=True, timeout=30
     )
     time.sleep(1.0)
 
 
+LAYOUTS = {
+    # name: (workers of the page server, of the stream server or 0 for one shared server, nice)
+    "shared": (2, 0, 0),
+    "split": (1, 1, 0),
+    "split-nice": (1, 1, 10),
+}
+
+
 class Layout:
     def __init__(self, name: str, env: dict[str, str], static_root: str) -> None:
         self.name = name
-        if name == "shared":
-            self.panels = [stack.Panel(env, workers=2)]
+        page_workers, stream_workers, nice = LAYOUTS[name]
+        if not stream_workers:
+            self.panels = [stack.Panel(env, workers=page_workers)]
             self.nginx = stack.Nginx([self.panels[0].port], static_root)
+            point_streams(self.nginx, self.panels[0].port)
         else:
-            pages, streams = stack.Panel(env, workers=1), stack.Panel(env, workers=1)
+            pages = stack.Panel(env, workers=page_workers)
+            streams = stack.Panel(env, workers=stream_workers)
+            if nice:
+                # The stream server's master, workers and their threads at a lower CPU priority
+                # (what the stream unit's Nice= does; the panel runs in its own session, so its
+                # process group is all of it): the page server wins the CPU when both want it.
+                os.setpriority(os.PRIO_PGRP, streams.proc.pid, nice)
             self.panels = [pages, streams]
             self.nginx = stack.Nginx([pages.port], static_root)
-            split_streams(self.nginx, streams.port)
+            point_streams(self.nginx, streams.port)
         self.session = Session(self.nginx.url)
 
     def worker_pids(self) -> list[int]:
@@ -126,9 +138,12 @@ async def pages_run(session: Session, seconds: float, concurrency: int = 16) -> 
     return results
 
 
-async def with_streams(
-    layout: Layout, key: int, fake_url: str, n: int, seconds: float, pyspy: str
-) -> dict:
+async def keep_streams(config: dict) -> dict:
+    """The stream load (in its own process, see --child): keep `n` streams running until stdin
+    closes, then the counts."""
+    load.raise_fd_limit()
+    session = Session(config["base"])
+    session.cookies, session.token = config["cookies"], config["token"]
     stop = asyncio.Event()
     counts = {"started": 0, "done": 0, "errors": 0}
 
@@ -136,68 +151,100 @@ async def with_streams(
         while not stop.is_set():
             slot = fresh()
             counts["started"] += 1
-            await load.panel_stream(client, layout.session, key, "[[long]]", slot)
+            await load.panel_stream(client, session, config["key"], "[[long]]", slot)
             counts["done"] += slot["done"]
             counts["errors"] += slot["errors"]
 
-    limits = httpx.Limits(max_connections=n + 10)
+    limits = httpx.Limits(max_connections=config["n"] + 10)
     async with httpx.AsyncClient(timeout=120, limits=limits, verify=False) as client:
-        tasks = [asyncio.create_task(keep_one(client)) for _ in range(n)]
-        await asyncio.sleep(2.0)
-        dumps = {}
-        if pyspy:
-            for pid in layout.worker_pids():
-                out = await asyncio.create_subprocess_exec(
-                    pyspy,
-                    "dump",
-                    "--pid",
-                    str(pid),
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.STDOUT,
-                )
-                dumps[pid] = (await out.communicate())[0].decode(errors="replace")
-        recorders = []
-        if pyspy:
-            # A profile of each worker over the whole page measurement (3 pages), idle included.
-            for pid in layout.worker_pids():
-                out = Path(tempfile.mkstemp(prefix=f"pyspy-{pid}-", suffix=".txt")[1])
-                recorders.append(
-                    (
-                        pid,
-                        out,
-                        await asyncio.create_subprocess_exec(
-                            pyspy,
-                            "record",
-                            "--pid",
-                            str(pid),
-                            "--idle",
-                            "--threads",
-                            "--format",
-                            "raw",
-                            "--rate",
-                            "50",
-                            "--duration",
-                            str(int(seconds * len(PAGES))),
-                            "--output",
-                            str(out),
-                            stdout=asyncio.subprocess.DEVNULL,
-                            stderr=asyncio.subprocess.DEVNULL,
-                        ),
-                    )
-                )
-        pages = await pages_run(layout.session, seconds)
-        profiles = {}
-        for pid, out, process in recorders:
-            await process.wait()
-            raw = out.read_text() if out.exists() else ""
-            profiles[pid] = {"categories": categories(raw), "raw": raw}
-            out.unlink(missing_ok=True)
+        tasks = [asyncio.create_task(keep_one(client)) for _ in range(config["n"])]
+        await asyncio.to_thread(sys.stdin.read)
         stop.set()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        # A reply goes on without its client: wait until the provider has none open, so the
-        # next measurement starts quiet (bounded: two minutes).
+    return counts
+
+
+async def with_streams(
+    layout: Layout, key: int, fake_url: str, n: int, seconds: float, pyspy: str, nice_load: int
+) -> dict:
+    # The streams' client runs in its own process: in the page client's process, relaying
+    # 50 pieces/s of each stream through TLS would delay the page client's own event loop and
+    # count in the pages' TTFB. `--nice-load`: at a low CPU priority, like the fake provider,
+    # to model a load generator and provider that run on other machines in production.
+    config = {
+        "base": layout.session.base,
+        "cookies": layout.session.cookies,
+        "token": layout.session.token,
+        "key": key,
+        "n": n,
+    }
+    child = await asyncio.create_subprocess_exec(
+        *(["nice", "-n", str(nice_load)] if nice_load else []),
+        sys.executable,
+        __file__,
+        "--child",
+        json.dumps(config),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    await asyncio.sleep(2.0)
+    dumps = {}
+    if pyspy:
+        for pid in layout.worker_pids():
+            out = await asyncio.create_subprocess_exec(
+                pyspy,
+                "dump",
+                "--pid",
+                str(pid),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            dumps[pid] = (await out.communicate())[0].decode(errors="replace")
+    recorders = []
+    if pyspy:
+        # A profile of each worker over the whole page measurement (3 pages), idle included.
+        for pid in layout.worker_pids():
+            out = Path(tempfile.mkstemp(prefix=f"pyspy-{pid}-", suffix=".txt")[1])
+            recorders.append(
+                (
+                    pid,
+                    out,
+                    await asyncio.create_subprocess_exec(
+                        pyspy,
+                        "record",
+                        "--pid",
+                        str(pid),
+                        "--idle",
+                        "--threads",
+                        "--format",
+                        "raw",
+                        "--rate",
+                        "50",
+                        "--duration",
+                        str(int(seconds * len(PAGES))),
+                        "--output",
+                        str(out),
+                        stdout=asyncio.subprocess.DEVNULL,
+                        stderr=asyncio.subprocess.DEVNULL,
+                    ),
+                )
+            )
+    pages = await pages_run(layout.session, seconds)
+    profiles = {}
+    for pid, out, process in recorders:
+        await process.wait()
+        raw = out.read_text() if out.exists() else ""
+        profiles[pid] = {"categories": categories(raw), "raw": raw}
+        out.unlink(missing_ok=True)
+    child.stdin.close()
+    output = (await child.stdout.read()).decode()
+    await child.wait()
+    counts = json.loads(output.strip().splitlines()[-1])
+    # A reply goes on without its client: wait until the provider has none open, so the
+    # next measurement starts quiet (bounded: two minutes).
+    async with httpx.AsyncClient(timeout=30) as client:
         for _ in range(240):
             if not (await client.get(f"{fake_url}/_fake/stats")).json()["open_streams"]:
                 break
@@ -216,7 +263,10 @@ CATEGORIES = [
         ("django/template", "dashboard/views", "api_manager/views", "django/contrib/"),
     ),
     ("stream: provider SDK (request, parse)", ("openai/", "httpx", "httpcore", "anthropic/")),
-    ("stream: turn and relay", ("ai_chat/services.py", "django/http/response.py")),
+    (
+        "stream: turn and relay",
+        ("ai_chat/services.py", "ai_chat/jobs.py", "django/http/response.py"),
+    ),
     ("Django request handling", ("django/core/handlers", "django/middleware", "core/middleware")),
 ]
 IDLE = ("Runner.run (asyncio/runners.py", "_worker (concurrent/futures/thread.py", "select (")
@@ -278,6 +328,14 @@ def summary(rows: list[dict]) -> str:
                 f"| {layout} | {page} | {spread(alone)} | {spread(loaded)} | "
                 f"{statistics.median(ratio):.1f}× ({min(ratio):.1f}–{max(ratio):.1f}) | {rps} | {errors} |"
             )
+    lines += ["", "| layout | round | load before / after | streams started | done | errors |"]
+    lines.append("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        c = r["loaded"]["streams"]
+        lines.append(
+            f"| {r['layout']} | {r['round']} | {r['load'][0]:.1f} / {r['load'][1]:.1f} | "
+            f"{c['started']} | {c['done']} | {c['errors']} |"
+        )
     return "\n".join(lines)
 
 
@@ -287,6 +345,7 @@ async def main_async(args) -> list[dict]:
     fake_port = stack.free_port()
     fake = stack.Process(
         [
+            *(["nice", "-n", str(args.nice_load)] if args.nice_load else []),
             sys.executable,
             "-m",
             "tests.fakes.server",
@@ -310,6 +369,8 @@ async def main_async(args) -> list[dict]:
             os.environ.get("BENCH_CACHE_URL"),
             static_root,
             AXES_FAILURE_LIMIT="1000",
+            # One bench user runs every stream: the per-user limit (3) would refuse all but 3.
+            CHAT_MAX_RUNNING_REPLIES="100000",
             PROVIDER_PRIVATE_HOSTS=f"127.0.0.1:{fake_port}",
         )
         stack.collectstatic(static_root, env)
@@ -332,6 +393,7 @@ async def main_async(args) -> list[dict]:
         for round_ in range(args.rounds):
             order = layouts if round_ % 2 == 0 else layouts[::-1]
             for layout in order:
+                load_before = os.getloadavg()[0]
                 alone = await pages_run(layout.session, args.seconds)
                 loaded = await with_streams(
                     layout,
@@ -340,12 +402,14 @@ async def main_async(args) -> list[dict]:
                     args.streams,
                     args.seconds,
                     args.pyspy if round_ == 0 else "",
+                    args.nice_load,
                 )
                 row = {
                     "layout": layout.name,
                     "round": round_,
                     "streams": args.streams,
-                    "load": os.getloadavg()[0],
+                    "nice_load": args.nice_load,
+                    "load": [load_before, os.getloadavg()[0]],
                     "alone": alone,
                     "loaded": loaded,
                 }
@@ -365,10 +429,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--reply-words", type=int, default=600, help="12 s at 50 pieces/s")
-    parser.add_argument("--layouts", nargs="+", default=["shared", "split"])
+    parser.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=list(LAYOUTS))
+    parser.add_argument(
+        "--nice-load",
+        type=int,
+        default=0,
+        help="run the fake provider and the streams' client at this nice value (19: as if "
+        "they ran on other machines, as in production)",
+    )
     parser.add_argument("--pyspy", default="", help="a py-spy binary: dump each worker once")
     parser.add_argument("--json", type=Path, default=BENCH / "out" / "pages-streams.json")
+    parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        print(json.dumps(asyncio.run(keep_streams(json.loads(args.child)))), flush=True)
+        return
     rows = asyncio.run(main_async(args))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(rows, indent=2))
