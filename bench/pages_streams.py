@@ -61,11 +61,26 @@ def point_streams(nginx: stack.Nginx, stream_port: int) -> None:
     time.sleep(1.0)
 
 
+def lower_priority(session: int, nice: int) -> None:
+    """Run the session `session` (a process started with start_new_session) at `nice`.
+
+    Each server and helper here runs in its own session, in one cgroup: with the kernel's
+    autogroup (kernel.sched_autogroup_enabled=1) a session's CPU share is its autogroup's nice,
+    and a process's own nice counts only against the processes of its session. So both: the
+    autogroup's (nice 7: weight 215 against 1024, ~20 %: CPUWeight=20 against 100) and that of
+    every process of the session (its process group; processes and threads started later
+    inherit it)."""
+    os.setpriority(os.PRIO_PGRP, session, nice)
+    autogroup = Path(f"/proc/{session}/autogroup")
+    if autogroup.exists():
+        autogroup.write_text(str(nice))
+
+
 LAYOUTS = {
     # name: (workers of the page server, of the stream server or 0 for one shared server, nice)
     "shared": (2, 0, 0),
     "split": (1, 1, 0),
-    "split-nice": (1, 1, 10),
+    "split-nice": (1, 1, 7),
 }
 
 
@@ -81,10 +96,9 @@ class Layout:
             pages = stack.Panel(env, workers=page_workers)
             streams = stack.Panel(env, workers=stream_workers)
             if nice:
-                # The stream server's master, workers and their threads at a lower CPU priority
-                # (what the stream unit's Nice= does; the panel runs in its own session, so its
-                # process group is all of it): the page server wins the CPU when both want it.
-                os.setpriority(os.PRIO_PGRP, streams.proc.pid, nice)
+                # The stream server at a lower CPU share, as the stream unit's CPUWeight=20 puts
+                # it (its cgroup's weight: 20 against 100 for the page unit's).
+                lower_priority(streams.proc.pid, nice)
             self.panels = [pages, streams]
             self.nginx = stack.Nginx([pages.port], static_root)
             point_streams(self.nginx, streams.port)
@@ -181,14 +195,16 @@ async def with_streams(
         "n": n,
     }
     child = await asyncio.create_subprocess_exec(
-        *(["nice", "-n", str(nice_load)] if nice_load else []),
         sys.executable,
         __file__,
         "--child",
         json.dumps(config),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
+        start_new_session=True,
     )
+    if nice_load:
+        lower_priority(child.pid, nice_load)
     await asyncio.sleep(2.0)
     dumps = {}
     if pyspy:
@@ -345,7 +361,6 @@ async def main_async(args) -> list[dict]:
     fake_port = stack.free_port()
     fake = stack.Process(
         [
-            *(["nice", "-n", str(args.nice_load)] if args.nice_load else []),
             sys.executable,
             "-m",
             "tests.fakes.server",
@@ -358,6 +373,8 @@ async def main_async(args) -> list[dict]:
         ],
         dict(os.environ),
     )
+    if args.nice_load:
+        lower_priority(fake.proc.pid, args.nice_load)
     layouts: list[Layout] = []
     try:
         fake_url = f"http://127.0.0.1:{fake_port}"
