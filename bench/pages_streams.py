@@ -373,12 +373,12 @@ async def main_async(args) -> list[dict]:
         ],
         dict(os.environ),
     )
-    if args.nice_load:
-        lower_priority(fake.proc.pid, args.nice_load)
     layouts: list[Layout] = []
     try:
         fake_url = f"http://127.0.0.1:{fake_port}"
         stack.wait_http(f"{fake_url}/_fake/stats")
+        if args.nice_load:  # once it has started: at nice 19 on a loaded machine that is slow
+            lower_priority(fake.proc.pid, args.nice_load)
         database = os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{tmp / 'bench.sqlite3'}"
         static_root = str(tmp / "static")
         env = stack.panel_env(
