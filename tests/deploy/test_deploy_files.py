@@ -88,6 +88,7 @@ def test_the_nginx_site_serves_the_acme_challenge_and_static_files_once():
     "name",
     [
         "bsepar-panel.service",
+        "bsepar-panel-streams.service",
         "bsepar-panel-cleanup.service",
         "bsepar-panel-cleanup.timer",
         "bsepar-panel-backup.service",
@@ -102,7 +103,8 @@ def test_the_systemd_units_verify(tmp_path, name):
     stand_in = fake_root / "current" / ".venv" / "bin" / "python"
     stand_in.write_text("#!/bin/sh\n")
     stand_in.chmod(0o755)
-    for unit_name in ("bsepar-panel-cleanup.service", "bsepar-panel-backup.service", name):
+    # Every unit beside it: the two app services name each other (Wants=, PartOf=).
+    for unit_name in [p.name for p in DEPLOY.glob("bsepar-panel*.service")] + [name]:
         text = (DEPLOY / unit_name).read_text().replace("/opt/bsepar-panel", str(fake_root))
         (tmp_path / unit_name).write_text(text)
     unit_text = (DEPLOY / name).read_text()
@@ -135,10 +137,16 @@ def sandbox(unit: str) -> list[str]:
     return [line for line in lines[start:] if line and not line.startswith(("#", "["))]
 
 
-@pytest.mark.parametrize("unit", ["bsepar-panel-cleanup.service", "bsepar-panel-backup.service"])
-def test_the_timer_units_have_the_main_units_sandbox(unit):
+@pytest.mark.parametrize(
+    "unit",
+    ["bsepar-panel-streams.service", "bsepar-panel-cleanup.service", "bsepar-panel-backup.service"],
+)
+def test_the_other_units_have_the_main_units_sandbox(unit):
     main = sandbox("bsepar-panel.service")
-    assert [line for line in main if line != "WantedBy=multi-user.target"] == sandbox(unit)
+    if unit == "bsepar-panel-streams.service":
+        assert main == sandbox(unit)
+    else:
+        assert [line for line in main if line != "WantedBy=multi-user.target"] == sandbox(unit)
 
 
 def test_the_units_run_the_current_release_and_log_under_their_name():
@@ -221,3 +229,73 @@ def test_the_certbot_hook_does_not_reload_a_broken_configuration(tmp_path):
     assert result.returncode == 1
     assert "not reloaded" in result.stderr
     assert (tmp_path / "calls").read_text().splitlines() == ["nginx -t -q"]
+
+
+def unit_settings(name: str) -> list[str]:
+    return [
+        line
+        for line in (DEPLOY / name).read_text().splitlines()
+        if line and not line.startswith(("#", "["))
+    ]
+
+
+@pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not available"
+)
+def test_the_stream_service_runs_the_same_server_at_a_lower_cpu_weight(tmp_path):
+    """bsepar-panel-streams.service: the main unit's command, user and environment file on its
+    own port (nginx's bsepar_streams), with CPUWeight=20 (pages first), stopped, restarted and
+    reloaded with bsepar-panel.service, which starts it."""
+    main, streams = (
+        unit_settings("bsepar-panel.service"),
+        unit_settings("bsepar-panel-streams.service"),
+    )
+    for line in main:
+        if line.startswith(("ExecStart=", "ExecReload=", "User=", "EnvironmentFile=", "Working")):
+            assert line in streams
+    assert "Environment=BIND=127.0.0.1:8000" in main
+    assert "Environment=BIND=127.0.0.1:8001" in streams
+    assert "CPUWeight=20" in streams and not [x for x in main if x.startswith("CPUWeight")]
+    assert "PartOf=bsepar-panel.service" in streams
+    assert "ReloadPropagatedFrom=bsepar-panel.service" in streams
+    assert "SyslogIdentifier=bsepar-panel-streams" in streams
+    assert any(x.startswith("Wants=") and "bsepar-panel-streams.service" in x for x in main)
+    site = (DEPLOY / "nginx.conf").read_text()
+    upstream = site.split("upstream bsepar_streams {")[1].split("}")[0]
+    assert "server 127.0.0.1:8001;" in upstream
+    # systemd-analyze verify reads the directive (the shipped value verifies clean: above).
+    (tmp_path / "current/.venv/bin").mkdir(parents=True)
+    (tmp_path / "current/.venv/bin/python").write_text("#!/bin/sh\n")
+    (tmp_path / "current/.venv/bin/python").chmod(0o755)
+    for unit in DEPLOY.glob("bsepar-panel*.service"):
+        text = unit.read_text().replace("/opt/bsepar-panel", str(tmp_path))
+        (tmp_path / unit.name).write_text(text.replace("CPUWeight=20", "CPUWeight=twenty"))
+    bad = subprocess.run(
+        ["systemd-analyze", "verify", str(tmp_path / "bsepar-panel-streams.service")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "invalid cpu weight" in (bad.stdout + bad.stderr).lower()
+
+
+def test_the_stream_location_keeps_its_streaming_settings():
+    """Both places a stream may be served from (the stream service, and the page service when
+    the stream service is down) are unbuffered, long and take a message's attachments."""
+    site = (DEPLOY / "nginx.conf").read_text()
+    stream = site.split("location /ai-chat/stream/ {")[1].split("}")[0]
+    fallback = site.split("location @streams_on_pages {")[1].split("}")[0]
+    assert "proxy_pass http://bsepar_streams;" in stream
+    assert "error_page 502 = @streams_on_pages;" in stream
+    assert "proxy_pass http://bsepar_panel;" in fallback
+    for block in (stream, fallback):
+        for needed in (
+            "client_max_body_size 21m;",
+            "proxy_buffering off;",
+            "proxy_read_timeout 600s;",
+            "proxy_set_header X-Forwarded-For $remote_addr;",
+            'proxy_set_header Connection "";',
+        ):
+            assert needed in block, needed
+    # The exact-match location of before would leave the re-attach GET to `location /`.
+    assert "location = /ai-chat/stream/" not in site

@@ -41,25 +41,22 @@ def route_streams(proxy: stack.Nginx, port: int) -> None:
     assert "    server 127.0.0.1:8001;\n" in tail
     tail = tail.replace("    server 127.0.0.1:8001;\n", f"    server 127.0.0.1:{port};\n", 1)
     conf.write_text(head + anchor + tail)
+    before = _workers(proxy)
     subprocess.run(
         ["nginx", "-c", str(conf), "-p", str(proxy.dir), "-s", "reload"], check=True, timeout=30
     )
-    # The reload is a signal: wait until the new workers route the stream.
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if f":{port}" in conf.read_text() and not _old_workers(proxy):
-            break
-        time.sleep(0.1)
+    # The reload is a signal: wait until the workers that had the old routing are gone.
+    deadline = time.monotonic() + 30
+    while _workers(proxy) & before or not _workers(proxy):
+        assert time.monotonic() < deadline, "nginx did not reload"
+        time.sleep(0.05)
 
 
-def _old_workers(proxy: stack.Nginx) -> bool:
-    """Whether nginx still has workers shutting down after a reload."""
+def _workers(proxy: stack.Nginx) -> set[int]:
     out = subprocess.run(
-        ["pgrep", "-f", "-P", str(proxy.proc.pid), "worker process is shutting down"],
-        capture_output=True,
-        text=True,
-    )
-    return bool(out.stdout.strip())
+        ["pgrep", "-P", str(proxy.proc.pid)], capture_output=True, text=True
+    ).stdout
+    return {int(pid) for pid in out.split()}
 
 
 @pytest.fixture(params=["database", "redis"])
