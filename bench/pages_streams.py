@@ -159,11 +159,14 @@ async def keep_streams(config: dict) -> dict:
     session = Session(config["base"])
     session.cookies, session.token = config["cookies"], config["token"]
     stop = asyncio.Event()
-    counts = {"started": 0, "done": 0, "errors": 0}
+    counts = {"started": 0, "done": 0, "errors": 0, "pieces": 0, "seconds": 0.0}
+    slots: list[dict] = []
+    started = time.monotonic()
 
     async def keep_one(client: httpx.AsyncClient) -> None:
         while not stop.is_set():
             slot = fresh()
+            slots.append(slot)
             counts["started"] += 1
             await load.panel_stream(client, session, config["key"], "[[long]]", slot)
             counts["done"] += slot["done"]
@@ -174,6 +177,10 @@ async def keep_streams(config: dict) -> dict:
         tasks = [asyncio.create_task(keep_one(client)) for _ in range(config["n"])]
         await asyncio.to_thread(sys.stdin.read)
         stop.set()
+        # The pieces the streams' client received (each carries the fake's time stamp), per
+        # second: 50 per stream when the streams keep their pace.
+        counts["pieces"] = sum(len(slot["relay"]) for slot in slots)
+        counts["seconds"] = round(time.monotonic() - started, 1)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -344,13 +351,17 @@ def summary(rows: list[dict]) -> str:
                 f"| {layout} | {page} | {spread(alone)} | {spread(loaded)} | "
                 f"{statistics.median(ratio):.1f}× ({min(ratio):.1f}–{max(ratio):.1f}) | {rps} | {errors} |"
             )
-    lines += ["", "| layout | round | load before / after | streams started | done | errors |"]
-    lines.append("| --- | ---: | ---: | ---: | ---: | ---: |")
+    lines += [
+        "",
+        "| layout | round | load before / after | streams started | done | errors | pieces/s |",
+    ]
+    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         c = r["loaded"]["streams"]
+        rate = f"{c['pieces'] / c['seconds']:.0f}" if c.get("seconds") else "–"
         lines.append(
             f"| {r['layout']} | {r['round']} | {r['load'][0]:.1f} / {r['load'][1]:.1f} | "
-            f"{c['started']} | {c['done']} | {c['errors']} |"
+            f"{c['started']} | {c['done']} | {c['errors']} | {rate} |"
         )
     return "\n".join(lines)
 
