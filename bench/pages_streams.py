@@ -168,7 +168,8 @@ async def keep_streams(config: dict) -> dict:
             slot = fresh()
             slots.append(slot)
             counts["started"] += 1
-            await load.panel_stream(client, session, config["key"], "[[long]]", slot)
+            # [[stamp]]: each piece is the fake's send time, for the relay delay below.
+            await load.panel_stream(client, session, config["key"], "[[long]] [[stamp]]", slot)
             counts["done"] += slot["done"]
             counts["errors"] += slot["errors"]
 
@@ -179,8 +180,11 @@ async def keep_streams(config: dict) -> dict:
         stop.set()
         # The pieces the streams' client received (each carries the fake's time stamp), per
         # second: 50 per stream when the streams keep their pace.
-        counts["pieces"] = sum(len(slot["relay"]) for slot in slots)
+        delays = [delay for slot in slots for delay in slot["relay"]]
+        counts["pieces"] = len(delays)
         counts["seconds"] = round(time.monotonic() - started, 1)
+        # Provider → client delay of each piece (ms): what the streams pay for the pages.
+        counts["relay_p50"], counts["relay_p99"] = pct(delays, 50), pct(delays, 99)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -353,15 +357,17 @@ def summary(rows: list[dict]) -> str:
             )
     lines += [
         "",
-        "| layout | round | load before / after | streams started | done | errors | pieces/s |",
+        "| layout | round | load before / after | streams started | done | errors | pieces/s "
+        "| relay delay p50 / p99 ms |",
     ]
-    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         c = r["loaded"]["streams"]
         rate = f"{c['pieces'] / c['seconds']:.0f}" if c.get("seconds") else "–"
         lines.append(
             f"| {r['layout']} | {r['round']} | {r['load'][0]:.1f} / {r['load'][1]:.1f} | "
-            f"{c['started']} | {c['done']} | {c['errors']} | {rate} |"
+            f"{c['started']} | {c['done']} | {c['errors']} | {rate} | "
+            f"{c.get('relay_p50') or 0:.0f} / {c.get('relay_p99') or 0:.0f} |"
         )
     return "\n".join(lines)
 
