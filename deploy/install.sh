@@ -176,7 +176,7 @@ server_pins() { grep -iE '^(gunicorn|uvicorn|uvicorn-worker|uvicorn\[.*\])[=<>~ 
 # /ai-chat/stream/ there). Same code, same env file; each is started, reloaded or restarted.
 SERVICES="bsepar-panel.service bsepar-panel-streams.service"
 reload_service() {
-    local from=$1 to=$2 unit
+    local from=$1 to=$2
     if [ "$SYSTEM" = 0 ]; then
         if [ -n "$RELOAD_CMD" ]; then
             say "reload: $RELOAD_CMD"
@@ -185,24 +185,29 @@ reload_service() {
         return
     fi
     systemctl daemon-reload
+    # States first, then one systemctl call per action: a restart or reload of bsepar-panel
+    # propagates to the stream service (PartOf=, ReloadPropagatedFrom=), so naming both in one
+    # call acts on each once.
+    local unit inactive="" active=""
     for unit in $SERVICES; do
-        if ! systemctl is-active --quiet "$unit"; then
-            # Also the stream service's first start, on an upgrade from before it existed.
-            systemctl start "$unit"
-        elif [ -z "$from" ]; then
-            # Running, but not from a release: an install from before releases/ (its master has
-            # the old unit's command line). Once, a restart moves it to current/.
-            echo "moving the running $unit to $APP_DIR/current: restarting once"
-            systemctl restart "$unit"
-        elif [ -n "$from" ] && [ "$(server_pins "$from")" != "$(server_pins "$to")" ]; then
-            # The gunicorn master keeps the server libraries it started with; new ones need a
-            # new master. This is the one upgrade that restarts (open chat streams are cut).
-            echo "gunicorn/uvicorn versions changed: restarting $unit (not a reload)"
-            systemctl restart "$unit"
-        else
-            systemctl reload "$unit"
-        fi
+        if systemctl is-active --quiet "$unit"; then active="$active $unit"; else inactive="$inactive $unit"; fi
     done
+    # Also the stream service's first start, on an upgrade from before it existed.
+    [ -n "$inactive" ] && systemctl start $inactive
+    [ -z "$active" ] && return
+    if [ -z "$from" ]; then
+        # Running, but not from a release: an install from before releases/ (its master has the
+        # old unit's command line). Once, a restart moves it to current/.
+        echo "moving the running service to $APP_DIR/current: restarting once"
+        systemctl restart $active
+    elif [ "$(server_pins "$from")" != "$(server_pins "$to")" ]; then
+        # The gunicorn master keeps the server libraries it started with; new ones need a new
+        # master. This is the one upgrade that restarts (open chat streams are cut).
+        echo "gunicorn/uvicorn versions changed: restarting the services (not a reload)"
+        systemctl restart $active
+    else
+        systemctl reload $active
+    fi
 }
 
 previous_target=""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -299,3 +300,68 @@ def test_the_stream_location_keeps_its_streaming_settings():
             assert needed in block, needed
     # The exact-match location of before would leave the re-attach GET to `location /`.
     assert "location = /ai-chat/stream/" not in site
+
+
+def run_reload_service(
+    tmp_path: Path, active: set[str], old_pins: str = "gunicorn==23.0.0", new_pins: str = ""
+) -> list[str]:
+    """install.sh's reload_service (as installed on a real system: SYSTEM=1), cut out of the
+    script, with a stand-in systemctl that records its calls and reports `active` as running."""
+    script = (DEPLOY / "install.sh").read_text()
+    functions = re.search(r"^server_pins\(\).*?^reload_service\(\) \{.*?^\}\n", script, re.S | re.M)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    (bin_dir / "systemctl").write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {calls}\n'
+        'if [ "$1" = is-active ]; then\n'
+        f'    case " {" ".join(sorted(active))} " in *" $3 "*) exit 0 ;; *) exit 3 ;; esac\n'
+        "fi\n"
+    )
+    (bin_dir / "systemctl").chmod(0o755)
+    for name, pins in (("from", old_pins), ("to", new_pins or old_pins)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "requirements.txt").write_text(f"django==5.2\n{pins}\n")
+    harness = tmp_path / "harness.sh"
+    harness.write_text(
+        'set -euo pipefail\nSYSTEM=1\nAPP_DIR=/opt/bsepar-panel\nsay() { echo "== $*"; }\n'
+        + functions.group(0)
+        + f'reload_service "$1" {tmp_path}/to\n'
+    )
+    result = subprocess.run(
+        ["bash", str(harness), str(tmp_path / "from")],
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    return [c for c in calls.read_text().splitlines() if not c.startswith("is-active")]
+
+
+PAGES, STREAMS = "bsepar-panel.service", "bsepar-panel-streams.service"
+
+
+def test_an_upgrade_reloads_both_services_once(tmp_path):
+    # Also a rollback: install.sh --rollback calls the same reload_service.
+    assert run_reload_service(tmp_path, {PAGES, STREAMS}) == [
+        "daemon-reload",
+        f"reload {PAGES} {STREAMS}",
+    ]
+
+
+def test_an_upgrade_from_before_the_stream_service_starts_it(tmp_path):
+    assert run_reload_service(tmp_path, {PAGES}) == [
+        "daemon-reload",
+        f"start {STREAMS}",
+        f"reload {PAGES}",
+    ]
+
+
+def test_new_server_libraries_restart_both_services_once(tmp_path):
+    calls = run_reload_service(tmp_path, {PAGES, STREAMS}, new_pins="gunicorn==23.1.0")
+    assert calls == ["daemon-reload", f"restart {PAGES} {STREAMS}"]
+
+
+def test_a_first_install_starts_both_services(tmp_path):
+    assert run_reload_service(tmp_path, set()) == ["daemon-reload", f"start {PAGES} {STREAMS}"]
