@@ -1,22 +1,29 @@
 """Pages while replies stream: page TTFB with 0 and with N streams running, per serving layout.
 
-    python bench/pages_streams.py [--streams 50] [--rounds 3] [--layouts shared split]
+    python bench/pages_streams.py [--streams 50] [--rounds 3] [--layouts shared split split-nice]
+                                  [--nice-load 19] [--pyspy .venv/bin/py-spy]
 
 One fake provider (tests/fakes/server.py; replies of `--reply-words` pieces at 50 pieces/s, so
-a stream lasts most of the measurement) and, per layout, the panel behind the shipped nginx site
+a stream lasts the whole measurement) and, per layout, the panel behind the shipped nginx site
 over TLS (tests/stack.py), on one SQLite database:
 
-- `shared`: one gunicorn with 2 uvicorn workers; pages and streams share the workers' event
-  loops (deploy/ as shipped);
-- `split`: two gunicorns with one worker each; nginx sends /ai-chat/stream/ to one and every
-  other path to the other (the stream location's upstream changed, nothing else).
+- `shared`: one gunicorn with 2 uvicorn workers serving pages and streams (deploy/ before the
+  stream service);
+- `split`: two gunicorns with one worker each, as deploy/ ships them: nginx's `bsepar_streams`
+  upstream (POST /ai-chat/stream/, GET /ai-chat/stream/<id>/) to one, everything else to the
+  other;
+- `split-nice`: `split` with the stream server at a lower CPU share (autogroup nice 7, what
+  CPUWeight=20 would give the stream unit).
 
-Both layouts run at the same time (idle when not measured) and are measured in alternation,
+All layouts run at the same time (idle when not measured) and are measured in alternation,
 round by round: 16 concurrent page clients for `--seconds` per page (dashboard, chat, settings)
 with no stream, then the same while `--streams` streams run (kept at that number: a finished
-stream is replaced at once; started 2 s before the pages). TTFB p50/p99 per page, in ms.
-`--pyspy PATH` (a py-spy binary) also records a `py-spy dump` of each worker under load.
-Results: --json (default bench/out/pages-streams.json) and a Markdown table on stdout.
+stream is replaced at once; started 2 s before the pages). The streams' client is its own
+process (`--nice-load N`: it and the fake provider at nice N, as if on other machines); it
+reports the pieces it received per second and their provider-to-client delay. TTFB p50/p99 per
+page, in ms; the load average before and after each round. `--pyspy PATH` (a py-spy binary)
+records each worker over the first round's page measurement under load (`categories()`).
+Results: --json (default bench/out/pages-streams.json) and Markdown tables on stdout.
 """
 
 from __future__ import annotations
@@ -96,8 +103,9 @@ class Layout:
             pages = stack.Panel(env, workers=page_workers)
             streams = stack.Panel(env, workers=stream_workers)
             if nice:
-                # The stream server at a lower CPU share, as the stream unit's CPUWeight=20 puts
-                # it (its cgroup's weight: 20 against 100 for the page unit's).
+                # The stream server at a lower CPU share, as CPUWeight=20 in the stream unit
+                # would put it (its cgroup's weight: 20 against the page unit's 100; measured,
+                # not shipped: bench/RESULTS.md).
                 lower_priority(streams.proc.pid, nice)
             self.panels = [pages, streams]
             self.nginx = stack.Nginx([pages.port], static_root)

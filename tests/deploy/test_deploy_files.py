@@ -240,13 +240,10 @@ def unit_settings(name: str) -> list[str]:
     ]
 
 
-@pytest.mark.skipif(
-    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not available"
-)
-def test_the_stream_service_runs_the_same_server_at_a_lower_cpu_weight(tmp_path):
+def test_the_stream_service_runs_the_same_server_on_its_own_port():
     """bsepar-panel-streams.service: the main unit's command, user and environment file on its
-    own port (nginx's bsepar_streams), with CPUWeight=20 (pages first), stopped, restarted and
-    reloaded with bsepar-panel.service, which starts it."""
+    own port (nginx's bsepar_streams), stopped, restarted and reloaded with bsepar-panel.service,
+    which starts it."""
     main, streams = (
         unit_settings("bsepar-panel.service"),
         unit_settings("bsepar-panel-streams.service"),
@@ -256,7 +253,6 @@ def test_the_stream_service_runs_the_same_server_at_a_lower_cpu_weight(tmp_path)
             assert line in streams
     assert "Environment=BIND=127.0.0.1:8000" in main
     assert "Environment=BIND=127.0.0.1:8001" in streams
-    assert "CPUWeight=20" in streams and not [x for x in main if x.startswith("CPUWeight")]
     assert "PartOf=bsepar-panel.service" in streams
     assert "ReloadPropagatedFrom=bsepar-panel.service" in streams
     assert "SyslogIdentifier=bsepar-panel-streams" in streams
@@ -264,20 +260,6 @@ def test_the_stream_service_runs_the_same_server_at_a_lower_cpu_weight(tmp_path)
     site = (DEPLOY / "nginx.conf").read_text()
     upstream = site.split("upstream bsepar_streams {")[1].split("}")[0]
     assert "server 127.0.0.1:8001;" in upstream
-    # systemd-analyze verify reads the directive (the shipped value verifies clean: above).
-    (tmp_path / "current/.venv/bin").mkdir(parents=True)
-    (tmp_path / "current/.venv/bin/python").write_text("#!/bin/sh\n")
-    (tmp_path / "current/.venv/bin/python").chmod(0o755)
-    for unit in DEPLOY.glob("bsepar-panel*.service"):
-        text = unit.read_text().replace("/opt/bsepar-panel", str(tmp_path))
-        (tmp_path / unit.name).write_text(text.replace("CPUWeight=20", "CPUWeight=twenty"))
-    bad = subprocess.run(
-        ["systemd-analyze", "verify", str(tmp_path / "bsepar-panel-streams.service")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert "invalid cpu weight" in (bad.stdout + bad.stderr).lower()
 
 
 def test_the_stream_location_keeps_its_streaming_settings():

@@ -184,7 +184,7 @@ def test_the_rendered_files_name_the_installations_paths(installed):
     assert f"EnvironmentFile={install.conf}/env" in service
     assert "/opt/bsepar-panel" not in service.replace(str(install.app), "")
     streams = install.unit("bsepar-panel-streams.service")
-    assert f"User={SERVICE_USER}" in streams and "CPUWeight=20" in streams
+    assert f"User={SERVICE_USER}" in streams and "BIND=127.0.0.1:8001" in streams
     assert f"ExecStart={install.app}/current/.venv/bin/python -m gunicorn" in streams
     assert "/opt/bsepar-panel" not in streams.replace(str(install.app), "")
     env = install.env()
