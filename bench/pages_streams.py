@@ -1,22 +1,29 @@
 """Pages while replies stream: page TTFB with 0 and with N streams running, per serving layout.
 
-    python bench/pages_streams.py [--streams 50] [--rounds 3] [--layouts shared split]
+    python bench/pages_streams.py [--streams 50] [--rounds 3] [--layouts shared split split-nice]
+                                  [--nice-load 19] [--pyspy .venv/bin/py-spy]
 
 One fake provider (tests/fakes/server.py; replies of `--reply-words` pieces at 50 pieces/s, so
-a stream lasts most of the measurement) and, per layout, the panel behind the shipped nginx site
+a stream lasts the whole measurement) and, per layout, the panel behind the shipped nginx site
 over TLS (tests/stack.py), on one SQLite database:
 
-- `shared`: one gunicorn with 2 uvicorn workers; pages and streams share the workers' event
-  loops (deploy/ as shipped);
-- `split`: two gunicorns with one worker each; nginx sends /ai-chat/stream/ to one and every
-  other path to the other (the stream location's upstream changed, nothing else).
+- `shared`: one gunicorn with 2 uvicorn workers serving pages and streams (deploy/ before the
+  stream service);
+- `split`: two gunicorns with one worker each, as deploy/ ships them: nginx's `bsepar_streams`
+  upstream (POST /ai-chat/stream/, GET /ai-chat/stream/<id>/) to one, everything else to the
+  other;
+- `split-nice`: `split` with the stream server at a lower CPU share (autogroup nice 7, what
+  CPUWeight=20 would give the stream unit).
 
-Both layouts run at the same time (idle when not measured) and are measured in alternation,
+All layouts run at the same time (idle when not measured) and are measured in alternation,
 round by round: 16 concurrent page clients for `--seconds` per page (dashboard, chat, settings)
 with no stream, then the same while `--streams` streams run (kept at that number: a finished
-stream is replaced at once; started 2 s before the pages). TTFB p50/p99 per page, in ms.
-`--pyspy PATH` (a py-spy binary) also records a `py-spy dump` of each worker under load.
-Results: --json (default bench/out/pages-streams.json) and a Markdown table on stdout.
+stream is replaced at once; started 2 s before the pages). The streams' client is its own
+process (`--nice-load N`: it and the fake provider at nice N, as if on other machines); it
+reports the pieces it received per second and their provider-to-client delay. TTFB p50/p99 per
+page, in ms; the load average before and after each round. `--pyspy PATH` (a py-spy binary)
+records each worker over the first round's page measurement under load (`categories()`).
+Results: --json (default bench/out/pages-streams.json) and Markdown tables on stdout.
 """
 
 from __future__ import annotations
@@ -45,37 +52,64 @@ from load import PAGES, Session, fresh, pct  # noqa: E402
 from tests import stack  # noqa: E402
 
 
-def split_streams(nginx: stack.Nginx, stream_port: int) -> None:
-    """Point the shipped site's stream location at its own upstream, then reload."""
+def point_streams(nginx: stack.Nginx, stream_port: int) -> None:
+    """Point the shipped site's stream upstream (bsepar_streams; stack.Nginx points only the
+    page upstream at the test servers) at `stream_port`, then reload."""
     conf = nginx.dir / "nginx.conf"
     text = conf.read_text()
-    anchor = "    location = /ai-chat/stream/ {\n        proxy_pass http://bsepar_panel;"
+    anchor = "upstream bsepar_streams {"
     assert anchor in text, "deploy/nginx.conf changed: update bench/pages_streams.py"
-    text = text.replace(anchor, anchor.replace("bsepar_panel;", "bsepar_streams;"), 1)
-    text = text.replace(
-        "upstream bsepar_panel {",
-        f"upstream bsepar_streams {{\n    server 127.0.0.1:{stream_port};\n    keepalive 32;\n}}\n\n"
-        "upstream bsepar_panel {",
-        1,
-    )
-    conf.write_text(text)
+    head, _, tail = text.partition(anchor)
+    tail = tail.replace("    server 127.0.0.1:8001;\n", f"    server 127.0.0.1:{stream_port};\n", 1)
+    conf.write_text(head + anchor + tail)
     subprocess.run(
         ["nginx", "-c", str(conf), "-p", str(nginx.dir), "-s", "reload"], check=True, timeout=30
     )
     time.sleep(1.0)
 
 
+def lower_priority(session: int, nice: int) -> None:
+    """Run the session `session` (a process started with start_new_session) at `nice`.
+
+    Each server and helper here runs in its own session, in one cgroup: with the kernel's
+    autogroup (kernel.sched_autogroup_enabled=1) a session's CPU share is its autogroup's nice,
+    and a process's own nice counts only against the processes of its session. So both: the
+    autogroup's (nice 7: weight 215 against 1024, ~20 %: CPUWeight=20 against 100) and that of
+    every process of the session (its process group; processes and threads started later
+    inherit it)."""
+    os.setpriority(os.PRIO_PGRP, session, nice)
+    autogroup = Path(f"/proc/{session}/autogroup")
+    if autogroup.exists():
+        autogroup.write_text(str(nice))
+
+
+LAYOUTS = {
+    # name: (workers of the page server, of the stream server or 0 for one shared server, nice)
+    "shared": (2, 0, 0),
+    "split": (1, 1, 0),
+    "split-nice": (1, 1, 7),
+}
+
+
 class Layout:
     def __init__(self, name: str, env: dict[str, str], static_root: str) -> None:
         self.name = name
-        if name == "shared":
-            self.panels = [stack.Panel(env, workers=2)]
+        page_workers, stream_workers, nice = LAYOUTS[name]
+        if not stream_workers:
+            self.panels = [stack.Panel(env, workers=page_workers)]
             self.nginx = stack.Nginx([self.panels[0].port], static_root)
+            point_streams(self.nginx, self.panels[0].port)
         else:
-            pages, streams = stack.Panel(env, workers=1), stack.Panel(env, workers=1)
+            pages = stack.Panel(env, workers=page_workers)
+            streams = stack.Panel(env, workers=stream_workers)
+            if nice:
+                # The stream server at a lower CPU share, as CPUWeight=20 in the stream unit
+                # would put it (its cgroup's weight: 20 against the page unit's 100; measured,
+                # not shipped: bench/RESULTS.md).
+                lower_priority(streams.proc.pid, nice)
             self.panels = [pages, streams]
             self.nginx = stack.Nginx([pages.port], static_root)
-            split_streams(self.nginx, streams.port)
+            point_streams(self.nginx, streams.port)
         self.session = Session(self.nginx.url)
 
     def worker_pids(self) -> list[int]:
@@ -126,78 +160,126 @@ async def pages_run(session: Session, seconds: float, concurrency: int = 16) -> 
     return results
 
 
-async def with_streams(
-    layout: Layout, key: int, fake_url: str, n: int, seconds: float, pyspy: str
-) -> dict:
+async def keep_streams(config: dict) -> dict:
+    """The stream load (in its own process, see --child): keep `n` streams running until stdin
+    closes, then the counts."""
+    load.raise_fd_limit()
+    session = Session(config["base"])
+    session.cookies, session.token = config["cookies"], config["token"]
     stop = asyncio.Event()
-    counts = {"started": 0, "done": 0, "errors": 0}
+    counts = {"started": 0, "done": 0, "errors": 0, "pieces": 0, "seconds": 0.0}
+    slots: list[dict] = []
+    started = time.monotonic()
 
     async def keep_one(client: httpx.AsyncClient) -> None:
         while not stop.is_set():
             slot = fresh()
+            slots.append(slot)
             counts["started"] += 1
-            await load.panel_stream(client, layout.session, key, "[[long]]", slot)
+            # [[stamp]]: each piece is the fake's send time, for the relay delay below.
+            await load.panel_stream(client, session, config["key"], "[[long]] [[stamp]]", slot)
             counts["done"] += slot["done"]
             counts["errors"] += slot["errors"]
 
-    limits = httpx.Limits(max_connections=n + 10)
+    limits = httpx.Limits(max_connections=config["n"] + 10)
     async with httpx.AsyncClient(timeout=120, limits=limits, verify=False) as client:
-        tasks = [asyncio.create_task(keep_one(client)) for _ in range(n)]
-        await asyncio.sleep(2.0)
-        dumps = {}
-        if pyspy:
-            for pid in layout.worker_pids():
-                out = await asyncio.create_subprocess_exec(
-                    pyspy,
-                    "dump",
-                    "--pid",
-                    str(pid),
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.STDOUT,
-                )
-                dumps[pid] = (await out.communicate())[0].decode(errors="replace")
-        recorders = []
-        if pyspy:
-            # A profile of each worker over the whole page measurement (3 pages), idle included.
-            for pid in layout.worker_pids():
-                out = Path(tempfile.mkstemp(prefix=f"pyspy-{pid}-", suffix=".txt")[1])
-                recorders.append(
-                    (
-                        pid,
-                        out,
-                        await asyncio.create_subprocess_exec(
-                            pyspy,
-                            "record",
-                            "--pid",
-                            str(pid),
-                            "--idle",
-                            "--threads",
-                            "--format",
-                            "raw",
-                            "--rate",
-                            "50",
-                            "--duration",
-                            str(int(seconds * len(PAGES))),
-                            "--output",
-                            str(out),
-                            stdout=asyncio.subprocess.DEVNULL,
-                            stderr=asyncio.subprocess.DEVNULL,
-                        ),
-                    )
-                )
-        pages = await pages_run(layout.session, seconds)
-        profiles = {}
-        for pid, out, process in recorders:
-            await process.wait()
-            raw = out.read_text() if out.exists() else ""
-            profiles[pid] = {"categories": categories(raw), "raw": raw}
-            out.unlink(missing_ok=True)
+        tasks = [asyncio.create_task(keep_one(client)) for _ in range(config["n"])]
+        await asyncio.to_thread(sys.stdin.read)
         stop.set()
+        # The pieces the streams' client received (each carries the fake's time stamp), per
+        # second: 50 per stream when the streams keep their pace.
+        delays = [delay for slot in slots for delay in slot["relay"]]
+        counts["pieces"] = len(delays)
+        counts["seconds"] = round(time.monotonic() - started, 1)
+        # Provider → client delay of each piece (ms): what the streams pay for the pages.
+        counts["relay_p50"], counts["relay_p99"] = pct(delays, 50), pct(delays, 99)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        # A reply goes on without its client: wait until the provider has none open, so the
-        # next measurement starts quiet (bounded: two minutes).
+    return counts
+
+
+async def with_streams(
+    layout: Layout, key: int, fake_url: str, n: int, seconds: float, pyspy: str, nice_load: int
+) -> dict:
+    # The streams' client runs in its own process: in the page client's process, relaying
+    # 50 pieces/s of each stream through TLS would delay the page client's own event loop and
+    # count in the pages' TTFB. `--nice-load`: at a low CPU priority, like the fake provider,
+    # to model a load generator and provider that run on other machines in production.
+    config = {
+        "base": layout.session.base,
+        "cookies": layout.session.cookies,
+        "token": layout.session.token,
+        "key": key,
+        "n": n,
+    }
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--child",
+        json.dumps(config),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    if nice_load:
+        lower_priority(child.pid, nice_load)
+    await asyncio.sleep(2.0)
+    dumps = {}
+    if pyspy:
+        for pid in layout.worker_pids():
+            out = await asyncio.create_subprocess_exec(
+                pyspy,
+                "dump",
+                "--pid",
+                str(pid),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            dumps[pid] = (await out.communicate())[0].decode(errors="replace")
+    recorders = []
+    if pyspy:
+        # A profile of each worker over the whole page measurement (3 pages), idle included.
+        for pid in layout.worker_pids():
+            out = Path(tempfile.mkstemp(prefix=f"pyspy-{pid}-", suffix=".txt")[1])
+            recorders.append(
+                (
+                    pid,
+                    out,
+                    await asyncio.create_subprocess_exec(
+                        pyspy,
+                        "record",
+                        "--pid",
+                        str(pid),
+                        "--idle",
+                        "--threads",
+                        "--format",
+                        "raw",
+                        "--rate",
+                        "50",
+                        "--duration",
+                        str(int(seconds * len(PAGES))),
+                        "--output",
+                        str(out),
+                        stdout=asyncio.subprocess.DEVNULL,
+                        stderr=asyncio.subprocess.DEVNULL,
+                    ),
+                )
+            )
+    pages = await pages_run(layout.session, seconds)
+    profiles = {}
+    for pid, out, process in recorders:
+        await process.wait()
+        raw = out.read_text() if out.exists() else ""
+        profiles[pid] = {"categories": categories(raw), "raw": raw}
+        out.unlink(missing_ok=True)
+    child.stdin.close()
+    output = (await child.stdout.read()).decode()
+    await child.wait()
+    counts = json.loads(output.strip().splitlines()[-1])
+    # A reply goes on without its client: wait until the provider has none open, so the
+    # next measurement starts quiet (bounded: two minutes).
+    async with httpx.AsyncClient(timeout=30) as client:
         for _ in range(240):
             if not (await client.get(f"{fake_url}/_fake/stats")).json()["open_streams"]:
                 break
@@ -216,7 +298,10 @@ CATEGORIES = [
         ("django/template", "dashboard/views", "api_manager/views", "django/contrib/"),
     ),
     ("stream: provider SDK (request, parse)", ("openai/", "httpx", "httpcore", "anthropic/")),
-    ("stream: turn and relay", ("ai_chat/services.py", "django/http/response.py")),
+    (
+        "stream: turn and relay",
+        ("ai_chat/services.py", "ai_chat/jobs.py", "django/http/response.py"),
+    ),
     ("Django request handling", ("django/core/handlers", "django/middleware", "core/middleware")),
 ]
 IDLE = ("Runner.run (asyncio/runners.py", "_worker (concurrent/futures/thread.py", "select (")
@@ -278,6 +363,20 @@ def summary(rows: list[dict]) -> str:
                 f"| {layout} | {page} | {spread(alone)} | {spread(loaded)} | "
                 f"{statistics.median(ratio):.1f}× ({min(ratio):.1f}–{max(ratio):.1f}) | {rps} | {errors} |"
             )
+    lines += [
+        "",
+        "| layout | round | load before / after | streams started | done | errors | pieces/s "
+        "| relay delay p50 / p99 ms |",
+    ]
+    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        c = r["loaded"]["streams"]
+        rate = f"{c['pieces'] / c['seconds']:.0f}" if c.get("seconds") else "–"
+        lines.append(
+            f"| {r['layout']} | {r['round']} | {r['load'][0]:.1f} / {r['load'][1]:.1f} | "
+            f"{c['started']} | {c['done']} | {c['errors']} | {rate} | "
+            f"{c.get('relay_p50') or 0:.0f} / {c.get('relay_p99') or 0:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -303,6 +402,8 @@ async def main_async(args) -> list[dict]:
     try:
         fake_url = f"http://127.0.0.1:{fake_port}"
         stack.wait_http(f"{fake_url}/_fake/stats")
+        if args.nice_load:  # once it has started: at nice 19 on a loaded machine that is slow
+            lower_priority(fake.proc.pid, args.nice_load)
         database = os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{tmp / 'bench.sqlite3'}"
         static_root = str(tmp / "static")
         env = stack.panel_env(
@@ -310,6 +411,8 @@ async def main_async(args) -> list[dict]:
             os.environ.get("BENCH_CACHE_URL"),
             static_root,
             AXES_FAILURE_LIMIT="1000",
+            # One bench user runs every stream: the per-user limit (3) would refuse all but 3.
+            CHAT_MAX_RUNNING_REPLIES="100000",
             PROVIDER_PRIVATE_HOSTS=f"127.0.0.1:{fake_port}",
         )
         stack.collectstatic(static_root, env)
@@ -332,6 +435,7 @@ async def main_async(args) -> list[dict]:
         for round_ in range(args.rounds):
             order = layouts if round_ % 2 == 0 else layouts[::-1]
             for layout in order:
+                load_before = os.getloadavg()[0]
                 alone = await pages_run(layout.session, args.seconds)
                 loaded = await with_streams(
                     layout,
@@ -340,12 +444,14 @@ async def main_async(args) -> list[dict]:
                     args.streams,
                     args.seconds,
                     args.pyspy if round_ == 0 else "",
+                    args.nice_load,
                 )
                 row = {
                     "layout": layout.name,
                     "round": round_,
                     "streams": args.streams,
-                    "load": os.getloadavg()[0],
+                    "nice_load": args.nice_load,
+                    "load": [load_before, os.getloadavg()[0]],
                     "alone": alone,
                     "loaded": loaded,
                 }
@@ -365,10 +471,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--reply-words", type=int, default=600, help="12 s at 50 pieces/s")
-    parser.add_argument("--layouts", nargs="+", default=["shared", "split"])
+    parser.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=list(LAYOUTS))
+    parser.add_argument(
+        "--nice-load",
+        type=int,
+        default=0,
+        help="run the fake provider and the streams' client at this nice value (19: as if "
+        "they ran on other machines, as in production)",
+    )
     parser.add_argument("--pyspy", default="", help="a py-spy binary: dump each worker once")
     parser.add_argument("--json", type=Path, default=BENCH / "out" / "pages-streams.json")
+    parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        print(json.dumps(asyncio.run(keep_streams(json.loads(args.child)))), flush=True)
+        return
     rows = asyncio.run(main_async(args))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(rows, indent=2))

@@ -1,7 +1,8 @@
 """gunicorn configuration: ASGI through the uvicorn worker, as in production.
 
-`make run` and the systemd unit both use this file. Environment overrides: BIND, WEB_CONCURRENCY,
-GUNICORN_TIMEOUT, GUNICORN_GRACEFUL_TIMEOUT.
+`make run` and both systemd units (bsepar-panel: pages; bsepar-panel-streams: the chat streams)
+use this file. Environment overrides: BIND, WEB_CONCURRENCY, GUNICORN_TIMEOUT,
+GUNICORN_GRACEFUL_TIMEOUT, GUNICORN_PROC_NAME.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
-proc_name = "bsepar-panel"
+# The name `ps` shows: the stream unit sets its own.
+proc_name = os.environ.get("GUNICORN_PROC_NAME", "bsepar-panel")
 # gunicorn's control socket (gunicornc) would be made in the service user's home, the data
 # directory; systemctl (ExecReload: HUP) is how the service is driven.
 control_socket_disable = True

@@ -199,6 +199,9 @@ switch_link() {
     mv -T "$APP_DIR/.$name.new" "$APP_DIR/$name"
 }
 server_pins() { grep -iE '^(gunicorn|uvicorn|uvicorn-worker|uvicorn\[.*\])[=<>~ ]' "$1/requirements.txt" || true; }
+# The two app services: pages (and everything else), and the chat streams (nginx sends
+# /ai-chat/stream/ there). Same code, same env file; each is started, reloaded or restarted.
+SERVICES="bsepar-panel.service bsepar-panel-streams.service"
 reload_service() {
     local from=$1 to=$2
     if [ "$SYSTEM" = 0 ]; then
@@ -209,20 +212,28 @@ reload_service() {
         return
     fi
     systemctl daemon-reload
-    if ! systemctl is-active --quiet bsepar-panel.service; then
-        systemctl start bsepar-panel.service
-    elif [ -z "$from" ]; then
+    # States first, then one systemctl call per action: a restart or reload of bsepar-panel
+    # propagates to the stream service (PartOf=, ReloadPropagatedFrom=), so naming both in one
+    # call acts on each once.
+    local unit inactive="" active=""
+    for unit in $SERVICES; do
+        if systemctl is-active --quiet "$unit"; then active="$active $unit"; else inactive="$inactive $unit"; fi
+    done
+    # Also the stream service's first start, on an upgrade from before it existed.
+    [ -n "$inactive" ] && systemctl start $inactive
+    [ -z "$active" ] && return
+    if [ -z "$from" ]; then
         # Running, but not from a release: an install from before releases/ (its master has the
         # old unit's command line). Once, a restart moves it to current/.
         echo "moving the running service to $APP_DIR/current: restarting once"
-        systemctl restart bsepar-panel.service
-    elif [ -n "$from" ] && [ "$(server_pins "$from")" != "$(server_pins "$to")" ]; then
+        systemctl restart $active
+    elif [ "$(server_pins "$from")" != "$(server_pins "$to")" ]; then
         # The gunicorn master keeps the server libraries it started with; new ones need a new
         # master. This is the one upgrade that restarts (open chat streams are cut).
-        echo "gunicorn/uvicorn versions changed: restarting the service (not a reload)"
-        systemctl restart bsepar-panel.service
+        echo "gunicorn/uvicorn versions changed: restarting the services (not a reload)"
+        systemctl restart $active
     else
-        systemctl reload bsepar-panel.service
+        systemctl reload $active
     fi
 }
 
@@ -320,8 +331,8 @@ manage "$release" ensure_admin
 say "systemd units, nginx site, bsepar-manage"
 install -d -m 0755 "$SYSTEMD_DIR" "$BIN_DIR" "$NGINX_DIR/sites-available" "$NGINX_DIR/sites-enabled" \
     "$ACME_DIR" "$LETSENCRYPT_DIR/renewal-hooks/deploy"
-for unit in bsepar-panel.service bsepar-panel-cleanup.service bsepar-panel-cleanup.timer \
-        bsepar-panel-backup.service bsepar-panel-backup.timer \
+for unit in bsepar-panel.service bsepar-panel-streams.service bsepar-panel-cleanup.service \
+        bsepar-panel-cleanup.timer bsepar-panel-backup.service bsepar-panel-backup.timer \
         bsepar-panel-orphans.service bsepar-panel-orphans.timer; do
     render "$release/deploy/$unit" > "$SYSTEMD_DIR/$unit"
     chmod 0644 "$SYSTEMD_DIR/$unit"
@@ -356,6 +367,12 @@ if [ ! -f "$site" ]; then
     fi
     chmod 0644 "$site"
     echo "Installed the nginx site for $DOMAIN ($site)."
+elif ! grep -q "upstream bsepar_streams" "$site"; then
+    # An existing site is never overwritten (it may hold local changes): until it sends the
+    # stream locations to the stream service, every request goes to the page service as before.
+    echo "Note: $site predates the stream service (bsepar-panel-streams, 127.0.0.1:8001): the"
+    echo "panel works as before; add its upstream and stream location from $release/deploy/nginx.conf"
+    echo "(docs/operations.md, \"Pages and streams\") so that streams no longer slow pages down."
 fi
 ln -sfn ../sites-available/bsepar-panel "$NGINX_DIR/sites-enabled/bsepar-panel"
 # Debian's default site answers every unknown name on port 80 (and would win the ACME
@@ -369,7 +386,7 @@ switch_link current "releases/$id"
 [ -n "$previous_target" ] && switch_link previous "$previous_target"
 if [ "$SYSTEM" = 1 ]; then
     systemctl daemon-reload
-    systemctl enable bsepar-panel.service
+    systemctl enable $SERVICES
     systemctl enable --now bsepar-panel-cleanup.timer bsepar-panel-backup.timer \
         bsepar-panel-orphans.timer
 fi

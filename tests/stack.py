@@ -213,6 +213,10 @@ class Nginx(Process):
         site = (ROOT / "deploy" / "nginx.conf").read_text()
         servers = "".join(f"    server 127.0.0.1:{port};\n" for port in upstreams)
         site = re.sub(r"    server 127\.0\.0\.1:8000;\n", servers, site)
+        # The stream upstream's fallback is the page service: the first test server.
+        site = site.replace(
+            "server 127.0.0.1:8000 backup;", f"server 127.0.0.1:{upstreams[0]} backup;"
+        )
         site = site.replace("listen 443 ssl http2;", f"listen 127.0.0.1:{self.port} ssl http2;")
         site = site.replace("listen [::]:443 ssl http2;", "")
         site = site.replace("listen 80;", f"listen 127.0.0.1:{self.http_port};").replace(

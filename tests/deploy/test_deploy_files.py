@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -88,6 +89,7 @@ def test_the_nginx_site_serves_the_acme_challenge_and_static_files_once():
     "name",
     [
         "bsepar-panel.service",
+        "bsepar-panel-streams.service",
         "bsepar-panel-cleanup.service",
         "bsepar-panel-cleanup.timer",
         "bsepar-panel-backup.service",
@@ -104,12 +106,8 @@ def test_the_systemd_units_verify(tmp_path, name):
     stand_in = fake_root / "current" / ".venv" / "bin" / "python"
     stand_in.write_text("#!/bin/sh\n")
     stand_in.chmod(0o755)
-    for unit_name in (
-        "bsepar-panel-cleanup.service",
-        "bsepar-panel-backup.service",
-        "bsepar-panel-orphans.service",
-        name,
-    ):
+    # Every unit beside it: the two app services name each other (Wants=, PartOf=).
+    for unit_name in [p.name for p in DEPLOY.glob("bsepar-panel*.service")] + [name]:
         text = (DEPLOY / unit_name).read_text().replace("/opt/bsepar-panel", str(fake_root))
         (tmp_path / unit_name).write_text(text)
     unit_text = (DEPLOY / name).read_text()
@@ -144,11 +142,19 @@ def sandbox(unit: str) -> list[str]:
 
 @pytest.mark.parametrize(
     "unit",
-    ["bsepar-panel-cleanup.service", "bsepar-panel-backup.service", "bsepar-panel-orphans.service"],
+    [
+        "bsepar-panel-streams.service",
+        "bsepar-panel-cleanup.service",
+        "bsepar-panel-backup.service",
+        "bsepar-panel-orphans.service",
+    ],
 )
-def test_the_timer_units_have_the_main_units_sandbox(unit):
+def test_the_other_units_have_the_main_units_sandbox(unit):
     main = sandbox("bsepar-panel.service")
-    assert [line for line in main if line != "WantedBy=multi-user.target"] == sandbox(unit)
+    if unit == "bsepar-panel-streams.service":
+        assert main == sandbox(unit)
+    else:
+        assert [line for line in main if line != "WantedBy=multi-user.target"] == sandbox(unit)
 
 
 def test_the_units_run_the_current_release_and_log_under_their_name():
@@ -234,3 +240,123 @@ def test_the_certbot_hook_does_not_reload_a_broken_configuration(tmp_path):
     assert result.returncode == 1
     assert "not reloaded" in result.stderr
     assert (tmp_path / "calls").read_text().splitlines() == ["nginx -t -q"]
+
+
+def unit_settings(name: str) -> list[str]:
+    return [
+        line
+        for line in (DEPLOY / name).read_text().splitlines()
+        if line and not line.startswith(("#", "["))
+    ]
+
+
+def test_the_stream_service_runs_the_same_server_on_its_own_port():
+    """bsepar-panel-streams.service: the main unit's command, user and environment file on its
+    own port (nginx's bsepar_streams), stopped, restarted and reloaded with bsepar-panel.service,
+    which starts it."""
+    main, streams = (
+        unit_settings("bsepar-panel.service"),
+        unit_settings("bsepar-panel-streams.service"),
+    )
+    for line in main:
+        if line.startswith(("ExecStart=", "ExecReload=", "User=", "EnvironmentFile=", "Working")):
+            assert line in streams
+    assert "Environment=BIND=127.0.0.1:8000" in main
+    assert "Environment=BIND=127.0.0.1:8001" in streams
+    assert "PartOf=bsepar-panel.service" in streams
+    assert "ReloadPropagatedFrom=bsepar-panel.service" in streams
+    assert "SyslogIdentifier=bsepar-panel-streams" in streams
+    assert any(x.startswith("Wants=") and "bsepar-panel-streams.service" in x for x in main)
+    site = (DEPLOY / "nginx.conf").read_text()
+    upstream = site.split("upstream bsepar_streams {")[1].split("}")[0]
+    assert "server 127.0.0.1:8001;" in upstream
+    # Down, the page service takes its streams: as nginx's backup server, so a POST the stream
+    # service got is never sent twice (no error_page re-sending the request).
+    assert "server 127.0.0.1:8000 backup;" in upstream
+    assert "error_page" not in site.split("location /ai-chat/stream/ {")[1].split("}")[0]
+    # nginx's default: never re-send a POST that was sent
+    assert not re.search(r"^\s*proxy_next_upstream\b", site, re.M)
+
+
+def test_the_stream_location_keeps_its_streaming_settings():
+    """The stream location (served by the stream service, or by the page service as the
+    upstream's backup when it is down) is unbuffered, long and takes a message's attachments."""
+    site = (DEPLOY / "nginx.conf").read_text()
+    stream = site.split("location /ai-chat/stream/ {")[1].split("}")[0]
+    assert "proxy_pass http://bsepar_streams;" in stream
+    for block in (stream,):
+        for needed in (
+            "client_max_body_size 21m;",
+            "proxy_buffering off;",
+            "proxy_read_timeout 600s;",
+            "proxy_set_header X-Forwarded-For $remote_addr;",
+            'proxy_set_header Connection "";',
+        ):
+            assert needed in block, needed
+    # The exact-match location of before would leave the re-attach GET to `location /`.
+    assert "location = /ai-chat/stream/" not in site
+
+
+def run_reload_service(
+    tmp_path: Path, active: set[str], old_pins: str = "gunicorn==23.0.0", new_pins: str = ""
+) -> list[str]:
+    """install.sh's reload_service (as installed on a real system: SYSTEM=1), cut out of the
+    script, with a stand-in systemctl that records its calls and reports `active` as running."""
+    script = (DEPLOY / "install.sh").read_text()
+    functions = re.search(r"^server_pins\(\).*?^reload_service\(\) \{.*?^\}\n", script, re.S | re.M)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    (bin_dir / "systemctl").write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {calls}\n'
+        'if [ "$1" = is-active ]; then\n'
+        f'    case " {" ".join(sorted(active))} " in *" $3 "*) exit 0 ;; *) exit 3 ;; esac\n'
+        "fi\n"
+    )
+    (bin_dir / "systemctl").chmod(0o755)
+    for name, pins in (("from", old_pins), ("to", new_pins or old_pins)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "requirements.txt").write_text(f"django==5.2\n{pins}\n")
+    harness = tmp_path / "harness.sh"
+    harness.write_text(
+        'set -euo pipefail\nSYSTEM=1\nAPP_DIR=/opt/bsepar-panel\nsay() { echo "== $*"; }\n'
+        + functions.group(0)
+        + f'reload_service "$1" {tmp_path}/to\n'
+    )
+    result = subprocess.run(
+        ["bash", str(harness), str(tmp_path / "from")],
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    return [c for c in calls.read_text().splitlines() if not c.startswith("is-active")]
+
+
+PAGES, STREAMS = "bsepar-panel.service", "bsepar-panel-streams.service"
+
+
+def test_an_upgrade_reloads_both_services_once(tmp_path):
+    # Also a rollback: install.sh --rollback calls the same reload_service.
+    assert run_reload_service(tmp_path, {PAGES, STREAMS}) == [
+        "daemon-reload",
+        f"reload {PAGES} {STREAMS}",
+    ]
+
+
+def test_an_upgrade_from_before_the_stream_service_starts_it(tmp_path):
+    assert run_reload_service(tmp_path, {PAGES}) == [
+        "daemon-reload",
+        f"start {STREAMS}",
+        f"reload {PAGES}",
+    ]
+
+
+def test_new_server_libraries_restart_both_services_once(tmp_path):
+    calls = run_reload_service(tmp_path, {PAGES, STREAMS}, new_pins="gunicorn==23.1.0")
+    assert calls == ["daemon-reload", f"restart {PAGES} {STREAMS}"]
+
+
+def test_a_first_install_starts_both_services(tmp_path):
+    assert run_reload_service(tmp_path, set()) == ["daemon-reload", f"start {PAGES} {STREAMS}"]

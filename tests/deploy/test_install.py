@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from tests import stack
+from tests.deploy.test_stream_service import route_streams
 
 ROOT = stack.ROOT
 SERVICE_USER = "nobody"
@@ -264,6 +265,10 @@ def test_the_rendered_files_name_the_installations_paths(installed):
     assert f"ReadWritePaths={install.data}" in service
     assert f"EnvironmentFile={install.conf}/env" in service
     assert "/opt/bsepar-panel" not in service.replace(str(install.app), "")
+    streams = install.unit("bsepar-panel-streams.service")
+    assert f"User={SERVICE_USER}" in streams and "BIND=127.0.0.1:8001" in streams
+    assert f"ExecStart={install.app}/current/.venv/bin/python -m gunicorn" in streams
+    assert "/opt/bsepar-panel" not in streams.replace(str(install.app), "")
     env = install.env()
     assert env["DATABASE_URL"] == f"sqlite:///{install.data}/db.sqlite3"
     assert env["MEDIA_ROOT"] == f"{install.data}/media"
@@ -340,11 +345,11 @@ def test_it_refuses_an_interpreter_the_service_user_cannot_run(installed, tmp_pa
 
 
 class Gunicorn:
-    """The main unit's ExecStart, as the unit runs it: the service user, its working directory
-    and environment file, ExecReload's HUP."""
+    """A unit's ExecStart (the page service's, or the stream service's), as the unit runs it:
+    the service user, its working directory and environment file, ExecReload's HUP."""
 
-    def __init__(self, install: Install) -> None:
-        unit = install.unit("bsepar-panel.service")
+    def __init__(self, install: Install, name: str = "bsepar-panel.service") -> None:
+        unit = install.unit(name)
         command = shlex.split(re.search(r"^ExecStart=(.*)$", unit, re.M).group(1))
         workdir = re.search(r"^WorkingDirectory=(.*)$", unit, re.M).group(1)
         self.port = stack.free_port()
@@ -481,9 +486,17 @@ def test_an_upgrade_and_a_rollback_drop_no_request_and_no_stream(installed, fake
     )
 
     server = Gunicorn(install)
+    # The stream service too, with nginx sending the stream there: both are HUPed.
+    streams = Gunicorn(install, "bsepar-panel-streams.service")
     proxy = stack.Nginx([server.port], str(install.app / "current/staticfiles"))
+    route_streams(proxy, streams.port)
+    reload_cmd = f"kill -HUP {server.proc.pid} {streams.proc.pid}"
     loop = RequestLoop(proxy.url)
     events: list[tuple[str, str]] = []
+
+    def stream_workers_booted() -> int:
+        return streams.output().count("Booting worker")
+
     try:
         loop.start()
         fake.word_delay = 0.05
@@ -491,7 +504,8 @@ def test_an_upgrade_and_a_rollback_drop_no_request_and_no_stream(installed, fake
         streaming = open_stream(proxy.url, key, events)
         wait_until(lambda: any(n == "delta" for n, _ in events), 60, "the stream's first delta")
 
-        install.run(upgrade, RELOAD_CMD=f"kill -HUP {server.proc.pid}")
+        booted = stream_workers_booted()
+        install.run(upgrade, RELOAD_CMD=reload_cmd)
         assert install.current != first
         assert os.readlink(install.app / "previous") == f"releases/{first.name}"
 
@@ -502,6 +516,7 @@ def test_an_upgrade_and_a_rollback_drop_no_request_and_no_stream(installed, fake
             return ("release-b" in page) == marker
 
         wait_until(lambda: serves(True), 120, "the new release's workers")
+        wait_until(lambda: stream_workers_booted() > booted, 120, "the new stream workers")
         # The stream opened before the upgrade is still going on the old worker.
         assert not any(n in ("done", "error") for n, _ in events), events[-3:]
         fake.word_delay = 0.0  # the rest of the reply at once
@@ -509,17 +524,23 @@ def test_an_upgrade_and_a_rollback_drop_no_request_and_no_stream(installed, fake
         assert not streaming.is_alive()
 
         # And back: --rollback switches to the previous release and reloads.
-        install.run(source, "--rollback", RELOAD_CMD=f"kill -HUP {server.proc.pid}")
+        booted = stream_workers_booted()
+        install.run(source, "--rollback", RELOAD_CMD=reload_cmd)
         assert install.current == first
         wait_until(lambda: serves(False), 120, "the rolled-back release's workers")
+        wait_until(lambda: stream_workers_booted() > booted, 120, "the stream workers, back")
         time.sleep(0.5)
     finally:
         loop.stop.set()
         loop.join(30)
         proxy.stop()
         server.stop()
+        streams.stop()
 
     assert events[0] == ("status", "200"), events[:3]
+    # The stream went to the stream service, the pages to the page service.
+    assert '"POST /ai-chat/stream/ HTTP/1.1" 200' in streams.output()
+    assert "/ai-chat/stream/" not in server.output()
     # The stream opened before the upgrade ended normally, every word of the reply in it.
     assert [name for name, _ in events if name in ("done", "error")] == ["done"], events[-3:]
     text = "".join(json.loads(data)["text"] for name, data in events if name == "delta")
