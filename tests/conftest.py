@@ -86,6 +86,15 @@ def fake_provider():
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def static_root():
+    """collectstatic once, for every test that serves the real stack (tests/stack.py)."""
+    from tests import stack
+
+    with stack.static_files() as root:
+        yield root
+
+
 @pytest.fixture
 def fake(fake_provider):
     fake_provider.reset()

@@ -1,7 +1,8 @@
-"""Replies that survive, through the real ASGI app: gunicorn with the uvicorn worker
-(tests/stack.py), two servers sharing the test database, the real SDKs against the fake
-provider. "Another worker" is another server process here: nothing but the database joins them.
-"""
+"""Replies that survive, through the real ASGI app: gunicorn with the uvicorn worker behind
+nginx over TLS (tests/stack.py), two servers sharing the test database, the real SDKs against
+the fake provider. "Another worker" is another server process here: nothing but the database
+(or Redis, where a test says so) joins them. Each request goes to the server the test means,
+through nginx's site block for that server alone."""
 
 from __future__ import annotations
 
@@ -25,13 +26,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 LONG = " ".join(f"word{i}" for i in range(400))
 
 
-@pytest.fixture(scope="module")
-def static_root(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("static"))
-    stack.collectstatic(root, stack.panel_env("sqlite:///unused.sqlite3", None, root))
-    return root
-
-
 @pytest.fixture
 def fake(fake):
     """The fake, once the streams of earlier tests have ended (their counters cleared)."""
@@ -40,23 +34,10 @@ def fake(fake):
     return fake
 
 
-def start_panel(static_root: str, cache: str | None = None, **extra: str) -> stack.Panel:
-    env = stack.panel_env(stack.database_url(connection.settings_dict), cache, static_root, **extra)
-    return stack.Panel(env)
-
-
 @pytest.fixture
-def panels(transactional_db, static_root):
-    started: list[stack.Panel] = []
-    try:
-        started = [start_panel(static_root), start_panel(static_root)]
-    except Exception:
-        for panel in started:
-            panel.stop()
-        raise
-    yield started
-    for panel in started:
-        panel.stop()
+def site(transactional_db, static_root):
+    with stack.served(static_root, servers=2) as site:
+        yield site
 
 
 @pytest.fixture
@@ -69,14 +50,15 @@ def alice(alice, settings):
 
 
 class Browser:
-    """A signed-in client of one server. The panel's cookies are Secure, so over this plain
-    HTTP hop (as nginx would) they go as an explicit Cookie header."""
+    """A signed-in client of one server (`stack.Served.server_url`), whose cookies go as an
+    explicit Cookie header: the panel's are Secure, and a second browser takes them over."""
 
-    def __init__(self, server: stack.Panel, cookies: dict[str, str] | None = None) -> None:
-        self.server = server
+    def __init__(self, base_url: str, cookies: dict[str, str] | None = None) -> None:
         self.cookies = dict(cookies or {})
         self.client = httpx.Client(
-            base_url=server.url,
+            base_url=base_url,
+            verify=False,
+            # X-Forwarded-Proto for a server without nginx in front (nginx sets its own).
             headers={
                 "Host": stack.HOST,
                 "X-Forwarded-Proto": "https",
@@ -143,10 +125,10 @@ def saved(reply_id: int) -> Message | None:
     return reply if reply is not None and reply.status != Status.STREAMING else None
 
 
-def test_leaving_mid_reply_the_reply_completes_and_the_provider_is_not_closed(panels, alice, fake):
+def test_leaving_mid_reply_the_reply_completes_and_the_provider_is_not_closed(site, alice, fake):
     fake.word_delay = 0.005
     key = make_key(alice, fake)
-    one = Browser(panels[0])
+    one = Browser(site.server_url(0))
     one.sign_in()
     events = one.events("POST", "/ai-chat/stream/", data={"message": "[[long]]", "key": key.pk})
     name, event_id, meta = next(events)
@@ -163,11 +145,11 @@ def test_leaving_mid_reply_the_reply_completes_and_the_provider_is_not_closed(pa
 
 
 def test_every_event_has_an_id_and_resuming_from_last_event_id_gives_the_reply_once(
-    panels, alice, fake
+    site, alice, fake
 ):
     fake.word_delay = 0.01
     key = make_key(alice, fake)
-    one = Browser(panels[0])
+    one = Browser(site.server_url(0))
     one.sign_in()
     events = one.events("POST", "/ai-chat/stream/", data={"message": "[[long]]", "key": key.pk})
     _, _, meta = next(events)
@@ -182,7 +164,7 @@ def test_every_event_has_an_id_and_resuming_from_last_event_id_gives_the_reply_o
         last_id = event_id
     events.close()
     # Reconnect on the other server, with the last id the client got.
-    two = Browser(panels[1], one.cookies)
+    two = Browser(site.server_url(1), one.cookies)
     rest = list(
         two.events(
             "GET", f"/ai-chat/stream/{meta['message']}/", headers={"Last-Event-ID": str(last_id)}
@@ -201,17 +183,17 @@ def test_every_event_has_an_id_and_resuming_from_last_event_id_gives_the_reply_o
     assert again[-1][0] == "done" and again[-1][2]["status"] == "complete"
 
 
-def test_a_second_client_on_another_server_watches_the_reply_grow(panels, alice, fake):
+def test_a_second_client_on_another_server_watches_the_reply_grow(site, alice, fake):
     fake.word_delay = 0.01  # about four seconds of reply
     key = make_key(alice, fake)
-    one = Browser(panels[0])
+    one = Browser(site.server_url(0))
     one.sign_in()
     events = one.events("POST", "/ai-chat/stream/", data={"message": "[[long]]", "key": key.pk})
     _, _, meta = next(events)
     # The starting client stays attached, reading in the background.
     first_client = threading.Thread(target=lambda: list(events), daemon=True)
     first_client.start()
-    two = Browser(panels[1], one.cookies)
+    two = Browser(site.server_url(1), one.cookies)
     seen: list[tuple[float, str]] = []
     for name, _, data in two.events("GET", f"/ai-chat/stream/{meta['message']}/"):
         if name == "delta":
@@ -225,16 +207,16 @@ def test_a_second_client_on_another_server_watches_the_reply_grow(panels, alice,
     first_client.join(30)
 
 
-def test_stop_from_another_server_closes_the_provider_stream_within_250_ms(panels, alice, fake):
+def test_stop_from_another_server_closes_the_provider_stream_within_250_ms(site, alice, fake):
     fake.word_delay = 0.02
     key = make_key(alice, fake)
-    one = Browser(panels[0])
+    one = Browser(site.server_url(0))
     one.sign_in()
     events = one.events("POST", "/ai-chat/stream/", data={"message": "[[long]]", "key": key.pk})
     _, _, meta = next(events)
     for _ in range(3):
         next(events)
-    two = Browser(panels[1], one.cookies)
+    two = Browser(site.server_url(1), one.cookies)
     # The Stop comes from a page that server two has served (not a cold worker).
     assert two.client.get("/ai-chat/", headers=two.headers()).status_code == 200
     fake.disconnected.clear()
@@ -261,19 +243,18 @@ def test_a_graceful_restart_saves_a_running_reply_as_interrupted_with_what_arriv
 ):
     fake.word_delay = 0.05  # twenty seconds of reply: longer than the grace below
     key = make_key(alice, fake)
-    panel = start_panel(static_root, CHAT_SHUTDOWN_SECONDS="1", GUNICORN_GRACEFUL_TIMEOUT="20")
-    try:
-        one = Browser(panel)
+    with stack.served(
+        static_root, proxy=False, CHAT_SHUTDOWN_SECONDS="1", GUNICORN_GRACEFUL_TIMEOUT="20"
+    ) as site:
+        one = Browser(site.server_url(0))
         one.sign_in()
         events = one.events("POST", "/ai-chat/stream/", data={"message": "[[long]]", "key": key.pk})
         _, _, meta = next(events)
         for _ in range(3):
             next(events)
         events.close()
-        panel.proc.send_signal(signal.SIGTERM)
-        panel.proc.wait(30)
-    finally:
-        panel.stop()
+        site.panel.proc.send_signal(signal.SIGTERM)
+        site.panel.proc.wait(30)
     reply = Message.objects.get(pk=meta["message"])
     assert reply.status == Status.ERROR
     assert "interrupted" in reply.error_message
@@ -293,16 +274,14 @@ def test_stop_is_announced_to_the_other_server_not_polled(signal_path, static_ro
     fake.word_delay = 0.02
     key = make_key(alice, fake)
     slow_poll = {"CHAT_STOP_POLL_SECONDS": "30", "CHAT_CHECKPOINT_SECONDS": "30"}
-    panels = [start_panel(static_root, cache, **slow_poll)]
-    try:
-        panels.append(start_panel(static_root, cache, **slow_poll))
-        one = Browser(panels[0])
+    with stack.served(static_root, servers=2, cache=cache, **slow_poll) as site:
+        one = Browser(site.server_url(0))
         one.sign_in()
         events = one.events("POST", "/ai-chat/stream/", data={"message": "[[long]]", "key": key.pk})
         _, _, meta = next(events)
         for _ in range(3):
             next(events)
-        two = Browser(panels[1], one.cookies)
+        two = Browser(site.server_url(1), one.cookies)
         # The Stop comes from a page that server two has served (not a cold worker).
         assert two.client.get("/ai-chat/", headers=two.headers()).status_code == 200
         fake.disconnected.clear()
@@ -314,9 +293,6 @@ def test_stop_is_announced_to_the_other_server_not_polled(signal_path, static_ro
         assert closed_ms <= 250, closed_ms
         rest = list(events)
         assert rest[-1][0] == "done" and rest[-1][2]["status"] == "stopped"
-    finally:
-        for panel in panels:
-            panel.stop()
 
 
 def test_with_redis_a_client_on_another_server_gets_every_piece_live(static_root, alice, fake):
@@ -328,10 +304,8 @@ def test_with_redis_a_client_on_another_server_gets_every_piece_live(static_root
     fake.word_delay = 0.01
     key = make_key(alice, fake)
     slow = {"CHAT_CHECKPOINT_SECONDS": "30"}
-    panels = [start_panel(static_root, cache, **slow)]
-    try:
-        panels.append(start_panel(static_root, cache, **slow))
-        one = Browser(panels[0])
+    with stack.served(static_root, servers=2, cache=cache, **slow) as site:
+        one = Browser(site.server_url(0))
         one.sign_in()
         events = one.events("POST", "/ai-chat/stream/", data={"message": "[[long]]", "key": key.pk})
         _, _, meta = next(events)
@@ -339,7 +313,7 @@ def test_with_redis_a_client_on_another_server_gets_every_piece_live(static_root
         for _ in range(3):
             held += next(events)[2]["text"]
         events.close()  # the first client leaves; the reply goes on
-        two = Browser(panels[1], one.cookies)
+        two = Browser(site.server_url(1), one.cookies)
         seen: list[tuple[float, int, str]] = []
         last = None
         for name, event_id, data in two.events(
@@ -353,6 +327,3 @@ def test_with_redis_a_client_on_another_server_gets_every_piece_live(static_root
         assert len(seen) >= 10, len(seen)
         assert seen[-1][0] - seen[0][0] > 1.0
         assert [i for _, i, _ in seen] == sorted(i for _, i, _ in seen)
-    finally:
-        for panel in panels:
-            panel.stop()

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from django.db import connection
 
 from tests import stack
 from tests.attachments import files
@@ -37,16 +36,6 @@ def media(settings):
     shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def static_root():
-    root = tempfile.mkdtemp(prefix="bsepar-static-")
-    stack.collectstatic(root, stack.panel_env("sqlite:///unused.sqlite3", None, root))
-    for path in [Path(root), *Path(root).rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture
 def alice(alice, settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
@@ -57,18 +46,8 @@ def alice(alice, settings):
 
 @pytest.fixture
 def proxy(transactional_db, media, static_root):
-    env = stack.panel_env(
-        stack.database_url(connection.settings_dict),
-        None,
-        static_root,
-        MEDIA_ROOT=str(media),
-        CHAT_ATTACHMENTS_X_ACCEL="on",
-    )
-    panel = stack.Panel(env)
-    nginx = stack.Nginx([panel.port], static_root, media_root=str(media))
-    yield nginx
-    nginx.stop()
-    panel.stop()
+    with stack.served(static_root, media_root=str(media), CHAT_ATTACHMENTS_X_ACCEL="on") as site:
+        yield site.proxy
 
 
 def test_nginx_serves_the_owners_file_with_its_own_safety_headers(proxy, alice, bob, media):
