@@ -4,12 +4,17 @@ failed turns left out of the history (through the real SDKs against the fake pro
 from __future__ import annotations
 
 import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from django.db import connections
 
-from ai_chat.models import Message, Status
+from ai_chat import services
+from ai_chat.models import Message, Role, Status
 from tests.ai_chat.helpers import STREAM, client_for, parse_events, read_all, stream
 from tests.ai_chat.test_stream import key_for, wait_until_saved
+from tests.conftest import make_key
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -134,6 +139,36 @@ async def test_a_fourth_running_reply_is_refused_with_a_clear_message(alice, fak
     for events in running[1:]:
         await client.post(f"/ai-chat/messages/{events[0][1]['message']}/stop/")
     await read_all(response)
+
+
+def test_turns_starting_at_the_same_instant_never_exceed_the_running_cap(alice, fake, settings):
+    """Twelve turns of one user start at once, each on its own database connection (as on
+    several workers or servers): only CHAT_MAX_RUNNING_REPLIES of them take a place, the rest
+    are refused with 429 and save nothing. On PostgreSQL two transactions could both count two
+    running replies and both take the last place, had the count not been serialized per user."""
+    settings.CHAT_MAX_RUNNING_REPLIES = 3
+    key = make_key(alice, fake)
+    count = 12
+    together = threading.Barrier(count)
+
+    def start(i: int) -> str | int:
+        together.wait()
+        try:
+            services._prepare(alice, {"message": f"at once {i}", "key": key.pk})
+            return "started"
+        except services.TurnRefused as exc:
+            return exc.status
+        finally:
+            connections.close_all()
+
+    for round_ in range(3):
+        with ThreadPoolExecutor(count) as pool:
+            outcomes = list(pool.map(start, range(count)))
+        running = Message.objects.filter(role=Role.ASSISTANT, status=Status.STREAMING)
+        assert running.count() == 3, (round_, outcomes)
+        assert sorted(outcomes, key=str) == [429] * 9 + ["started"] * 3
+        # Free the places for the next round (as the jobs would once saved).
+        running.update(status=Status.COMPLETE)
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
