@@ -21,14 +21,18 @@ Across processes and servers:
   in both cases: they bound what a crash loses.
 A client in the same process gets each piece at once.
 
-On a graceful restart the ASGI wrapper (bsepar_panel/asgi.py) calls `shutdown`: running
-replies may finish within `CHAT_SHUTDOWN_SECONDS`, then the rest are saved as interrupted
-with what arrived.
+On a graceful restart the ASGI wrapper (bsepar_panel/asgi.py) calls `begin_shutdown` as soon
+as the worker is told to stop: every stream attached in this process ends at once (without
+`done`: its client re-attaches, on another server or after the restart), since the server waits
+for its open connections before it runs the lifespan shutdown. That calls `shutdown`: running
+replies may finish within `CHAT_SHUTDOWN_SECONDS`, then the rest are saved as interrupted with
+what arrived.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -53,6 +57,10 @@ logger = logging.getLogger(__name__)
 # Why a job was ended before its reply was: the reason picks the status it is saved with.
 STOPPED = "stopped"
 INTERRUPTED = "interrupted"
+
+# What an attached stream says last when it ends because this process is shutting down (an SSE
+# comment: clients ignore it, and re-attach as after any stream that ended without `done`).
+DRAINED = ": the server is restarting: re-attach\n\n"
 
 
 class ReplyNotFound(Exception):
@@ -124,6 +132,9 @@ class ReplyJob:
                 yield services.sse("delta", {"text": text[after:]}, event_id=position)
             heartbeat = settings.CHAT_HEARTBEAT_SECONDS
             while True:
+                if _draining and self.final is None:
+                    yield DRAINED
+                    return
                 if index < len(self.pieces):
                     piece = "".join(self.pieces[index:])
                     index, position = len(self.pieces), position + len(piece)
@@ -240,6 +251,11 @@ _pump: asyncio.Task[None] | None = None
 _listener: asyncio.Task[None] | None = None
 # Whether this process's Stop listener is subscribed (then the poll is only a fallback).
 _listening = False
+# Set once this process begins shutting down (`begin_shutdown`): attached streams end.
+_draining = False
+# Wakes the clients attached here to replies of other processes (`events_from_database`,
+# `events_from_redis`) when this process begins shutting down.
+_watchers: set[asyncio.Event] = set()
 
 STOP_CHANNEL = "bsepar_reply_stop"
 
@@ -420,17 +436,57 @@ async def _pump_loop() -> None:
         _listener.cancel()
 
 
+def begin_shutdown() -> None:
+    """This process is told to stop: end every stream attached here now, so the server does not
+    wait for their clients (for as long as a reply runs) before it calls `shutdown`. The
+    replies themselves go on; their clients re-attach elsewhere or after the restart."""
+    global _draining
+    _draining = True
+    for job in running():
+        job._notify()
+    for wake in _watchers:
+        wake.set()
+
+
+@contextlib.contextmanager
+def _watching() -> Any:
+    """An event set when this process begins shutting down, for one attached client."""
+    wake = asyncio.Event()
+    if _draining:
+        wake.set()
+    _watchers.add(wake)
+    try:
+        yield wake
+    finally:
+        _watchers.discard(wake)
+
+
+async def _wait(wake: asyncio.Event, seconds: float) -> None:
+    """Sleep `seconds`, or less if `wake` is set."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await wake.wait()
+
+
 async def shutdown(grace: float) -> None:
     """Let running replies finish for up to `grace` seconds, then save the rest as interrupted
-    with what arrived."""
-    jobs = running()
-    if not jobs:
-        return
-    logger.info("waiting for %d running replies", len(jobs))
-    await asyncio.wait([job.task for job in jobs if job.task], timeout=grace)
-    for job in running():
-        job.end(INTERRUPTED)
-    await asyncio.wait([job.task for job in jobs if job.task], timeout=30)
+    with what arrived. Attached streams end first (`begin_shutdown`, if the signal has not
+    called it already)."""
+    global _draining
+    begin_shutdown()
+    try:
+        jobs = running()
+        if not jobs:
+            return
+        logger.info("waiting for %d running replies", len(jobs))
+        await asyncio.wait([job.task for job in jobs if job.task], timeout=grace)
+        for job in running():
+            job.end(INTERRUPTED)
+        await asyncio.wait([job.task for job in jobs if job.task], timeout=30)
+    finally:
+        # The process exits next; one that goes on serving (the in-process tests) may have
+        # streams attached again.
+        _draining = False
 
 
 # -- the services the views call -------------------------------------------------------
@@ -494,6 +550,14 @@ def _reload(message_id: int) -> tuple[Message, tuple[str, dict[str, Any]] | None
 async def events_from_database(reply: Message, after: int) -> AsyncIterator[str]:
     """The events of a reply generated by another process (or finished): its checkpointed
     text as it grows (read about once a second), then its final event."""
+    with _watching() as draining:
+        async for event in _database_events(reply, after, draining):
+            yield event
+
+
+async def _database_events(
+    reply: Message, after: int, draining: asyncio.Event
+) -> AsyncIterator[str]:
     position = after
     final = None if reply.status == Status.STREAMING else await db.run(_final_event, reply)
     waited = 0.0
@@ -510,7 +574,10 @@ async def events_from_database(reply: Message, after: int) -> AsyncIterator[str]
             async for event in job.events(position):
                 yield event
             return
-        await asyncio.sleep(settings.CHAT_CHECKPOINT_SECONDS / 2)
+        if draining.is_set():
+            yield DRAINED
+            return
+        await _wait(draining, settings.CHAT_CHECKPOINT_SECONDS / 2)
         waited += settings.CHAT_CHECKPOINT_SECONDS / 2
         if waited >= settings.CHAT_HEARTBEAT_SECONDS:
             waited = 0.0
@@ -522,41 +589,68 @@ async def events_from_redis(reply: Message, after: int, url: str) -> AsyncIterat
     """The events of a reply generated by another process, from its Redis stream (every piece
     from the start, as it is written), then its final event from the database."""
     key = _stream_key(reply.pk)
+    heartbeat_ms = int(settings.CHAT_HEARTBEAT_SECONDS * 1000)
+    with _watching() as draining:
+        drained = asyncio.ensure_future(draining.wait())
+        try:
+            async with redis.asyncio.Redis.from_url(url) as client:
+                async for event in _redis_events(reply, after, key, heartbeat_ms, client, drained):
+                    yield event
+        finally:
+            drained.cancel()
+
+
+async def _redis_events(
+    reply: Message,
+    after: int,
+    key: str,
+    heartbeat_ms: int,
+    client: redis.asyncio.Redis,
+    drained: asyncio.Future[Any],
+) -> AsyncIterator[str]:
     last_entry = "0"
     position = 0
-    heartbeat_ms = int(settings.CHAT_HEARTBEAT_SECONDS * 1000)
-    async with redis.asyncio.Redis.from_url(url) as client:
-        while True:
-            found = await client.xread({key: last_entry}, block=heartbeat_ms, count=500)
-            if not found:
-                # Nothing for a while: the stream may never come (its process died, or wrote
-                # no stream): the database says whether the reply is still going.
-                row, final = await db.run(_reload, reply.pk)
-                if final is not None:
-                    if len(row.content) > max(position, after):
-                        start = max(position, after)
-                        yield services.sse(
-                            "delta", {"text": row.content[start:]}, event_id=len(row.content)
-                        )
-                    yield services.sse(*final)
-                    return
-                yield ": keep-alive\n\n"
-                continue
-            for entry, fields in found[0][1]:
-                last_entry = entry
-                if b"end" in fields:
-                    row, final = await db.run(_reload, reply.pk)
+    while True:
+        read = asyncio.ensure_future(client.xread({key: last_entry}, block=heartbeat_ms, count=500))
+        try:
+            done, _ = await asyncio.wait([read, drained], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # The client left (this generator is cancelled) or the process is shutting down.
+            if not read.done():
+                read.cancel()
+        if read not in done:
+            yield DRAINED
+            return
+        found = read.result()
+        if not found:
+            # Nothing for a while: the stream may never come (its process died, or wrote
+            # no stream): the database says whether the reply is still going.
+            row, final = await db.run(_reload, reply.pk)
+            if final is not None:
+                if len(row.content) > max(position, after):
                     start = max(position, after)
-                    if len(row.content) > start:
-                        yield services.sse(
-                            "delta", {"text": row.content[start:]}, event_id=len(row.content)
-                        )
-                    if final is not None:
-                        yield services.sse(*final)
-                    return
-                text = fields[b"t"].decode()
-                start, position = position, position + len(text)
-                if position > after:
                     yield services.sse(
-                        "delta", {"text": text[max(0, after - start) :]}, event_id=position
+                        "delta", {"text": row.content[start:]}, event_id=len(row.content)
                     )
+                yield services.sse(*final)
+                return
+            yield ": keep-alive\n\n"
+            continue
+        for entry, fields in found[0][1]:
+            last_entry = entry
+            if b"end" in fields:
+                row, final = await db.run(_reload, reply.pk)
+                start = max(position, after)
+                if len(row.content) > start:
+                    yield services.sse(
+                        "delta", {"text": row.content[start:]}, event_id=len(row.content)
+                    )
+                if final is not None:
+                    yield services.sse(*final)
+                return
+            text = fields[b"t"].decode()
+            start, position = position, position + len(text)
+            if position > after:
+                yield services.sse(
+                    "delta", {"text": text[max(0, after - start) :]}, event_id=position
+                )

@@ -269,3 +269,31 @@ async def test_the_asgi_entry_point_answers_lifespan_and_lets_running_replies_en
     assert reply.content
     rest = parse_events("".join([c.decode() async for c in chunks]))
     assert rest[-1][0] == "error"
+
+
+async def test_when_the_process_begins_shutting_down_attached_streams_end_and_the_reply_goes_on(
+    alice, fake
+):
+    """The server waits for open connections before the lifespan shutdown: at the signal
+    (`jobs.begin_shutdown`) a stream attached here ends without `done` (the browser re-attaches
+    elsewhere), and the reply itself goes on."""
+    from ai_chat import jobs
+
+    fake.word_delay = 0.005
+    key = await key_for(alice, fake)
+    client = await client_for(alice)
+    response = await client.post(STREAM, {"message": "[[long]]", "key": key.pk})
+    chunks = aiter(response.streaming_content)
+    meta = parse_events((await anext(chunks)).decode())[0][1]
+    while "delta" not in (await anext(chunks)).decode():
+        pass
+    jobs.begin_shutdown()
+    try:
+        rest = "".join([chunk.decode() async for chunk in chunks])
+        assert rest.endswith(jobs.DRAINED)
+        assert "event: done" not in rest and "event: error" not in rest
+        reply = await wait_until_saved(meta["message"])
+        assert reply.status == Status.COMPLETE
+        assert fake.disconnects == 0
+    finally:
+        await jobs.shutdown(0)  # nothing left running: the process may attach streams again

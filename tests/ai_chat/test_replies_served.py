@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -259,6 +260,75 @@ def test_a_graceful_restart_saves_a_running_reply_as_interrupted_with_what_arriv
     assert reply.status == Status.ERROR
     assert "interrupted" in reply.error_message
     assert reply.content and LONG.startswith(reply.content)
+
+
+def worker_pids(panel: stack.Panel) -> set[int]:
+    """The gunicorn master's worker processes."""
+    pid = panel.proc.pid
+    return {int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def gone(pids: set[int]) -> bool:
+    return not any(Path(f"/proc/{pid}").exists() for pid in pids)
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGHUP"])
+def test_a_restart_with_a_client_attached_ends_its_stream_and_saves_the_reply(
+    how, static_root, alice, fake
+):
+    """A browser stays attached to a long reply while gunicorn is told to stop (SIGTERM) or to
+    reload (SIGHUP: new workers; the old one stops gracefully). The server waits for open
+    connections before its lifespan shutdown, so the attached stream must end at the signal:
+    at once, without `done` (the browser re-attaches). The reply then has CHAT_SHUTDOWN_SECONDS
+    to finish and is saved interrupted with all that arrived, and the old worker is gone long
+    before gunicorn's graceful timeout would have killed it (with the reply left `streaming`)."""
+    fake.word_delay = 0.1  # forty seconds of reply
+    key = make_key(alice, fake)
+    graceful = 20
+    with stack.served(
+        static_root,
+        proxy=False,
+        CHAT_SHUTDOWN_SECONDS="1",
+        GUNICORN_GRACEFUL_TIMEOUT=str(graceful),
+    ) as site:
+        one = Browser(site.server_url(0))
+        one.sign_in()
+        events = one.events("POST", "/ai-chat/stream/", data={"message": "[[long]]", "key": key.pk})
+        _, _, meta = next(events)
+        held = ""
+        for _ in range(3):
+            held += next(events)[2]["text"]
+        old_workers = worker_pids(site.panel)
+        signalled = time.monotonic()
+        site.panel.proc.send_signal(getattr(signal, how))
+        rest = list(events)  # until the server ends the stream
+        ended = time.monotonic() - signalled
+        assert {name for name, _, _ in rest} <= {"delta", "comment"}, rest[-1]
+        held += "".join(data["text"] for name, _, data in rest if name == "delta")
+        assert ended < 5, ended
+        wait_for(lambda: gone(old_workers), seconds=graceful, what="the old worker to exit")
+        exited = time.monotonic() - signalled
+        assert exited < graceful / 2, exited
+        reply = wait_for(lambda: saved(meta["message"]), seconds=5, what="the reply saved")
+        assert reply.status == Status.ERROR and "interrupted" in reply.error_message
+        # Nothing the browser was sent is lost: the saved text begins with it.
+        assert reply.content.startswith(held) and LONG.startswith(reply.content)
+        if how == "SIGHUP":
+            # The browser re-attaches (here to the new worker) from its last id: the rest of
+            # the saved text, once, and the reply's end.
+            two = Browser(site.server_url(0), one.cookies)
+            again = list(
+                two.events(
+                    "GET",
+                    f"/ai-chat/stream/{meta['message']}/",
+                    headers={"Last-Event-ID": str(len(held))},
+                )
+            )
+            text = held + "".join(data["text"] for name, _, data in again if name == "delta")
+            assert text == reply.content
+            assert again[-1][0] == "error"
+        else:
+            site.panel.proc.wait(graceful)
 
 
 @pytest.mark.parametrize("signal_path", ["redis", "postgresql"])
