@@ -397,3 +397,86 @@ def test_with_redis_a_client_on_another_server_gets_every_piece_live(static_root
         assert len(seen) >= 10, len(seen)
         assert seen[-1][0] - seen[0][0] > 1.0
         assert [i for _, i, _ in seen] == sorted(i for _, i, _ in seen)
+
+
+def test_two_servers_behind_nginx_with_redis_start_on_one_watch_and_stop_on_the_other(
+    static_root, alice, fake
+):
+    """The issue's two servers: each its own gunicorn with uvicorn workers, Redis as the cache,
+    the shipped nginx site over TLS in front. The reply starts on server A (through nginx's
+    block for A); a second browser re-attaches through B's block with the last id it holds and
+    watches the reply grow; it stops the reply from B. Stop polls and checkpoints are set to
+    once in 30 s: the watch and the Stop can only cross over Redis."""
+    cache = stack.redis_url(2)
+    if cache is None:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    fake.word_delay = 0.02  # eight seconds of reply
+    key = make_key(alice, fake)
+    slow = {"CHAT_STOP_POLL_SECONDS": "30", "CHAT_CHECKPOINT_SECONDS": "30"}
+    with stack.served(static_root, servers=2, workers=2, cache=cache, **slow) as site:
+        one = Browser(site.server_url(0))
+        one.sign_in()
+        started = one.events(
+            "POST", "/ai-chat/stream/", data={"message": "[[long]]", "key": key.pk}
+        )
+        _, _, meta = next(started)
+        held = ""
+        for _ in range(3):
+            held += next(started)[2]["text"]
+        # A's browser stays attached, reading in the background.
+        rest_on_a: list[tuple[str, int | None, object]] = []
+        on_a = threading.Thread(target=lambda: rest_on_a.extend(started), daemon=True)
+        on_a.start()
+
+        two = Browser(site.server_url(1), one.cookies)
+        seen_on_b: list[tuple[float, str, int | None, object]] = []
+
+        def watch() -> None:
+            for name, event_id, data in two.events(
+                "GET",
+                f"/ai-chat/stream/{meta['message']}/",
+                headers={"Last-Event-ID": str(len(held))},
+            ):
+                seen_on_b.append((time.monotonic(), name, event_id, data))
+
+        on_b = threading.Thread(target=watch, daemon=True)
+        on_b.start()
+        wait_for(
+            lambda: sum(1 for _, name, _, _ in seen_on_b if name == "delta") >= 5,
+            seconds=10,
+            what="B to watch the reply grow",
+        )
+        stopper = Browser(site.server_url(1), one.cookies)
+        # The Stop comes from a page that server B has served (not a cold worker).
+        assert stopper.client.get("/ai-chat/", headers=stopper.headers()).status_code == 200
+        fake.disconnected.clear()
+        asked_ns = time.time_ns()
+        answer = stopper.post(f"/ai-chat/messages/{meta['message']}/stop/")
+        answered_ns = time.time_ns()
+        assert answer.status_code == 200 and answer.json() == {"ok": True}
+        assert fake.disconnected.wait(5)
+        closed_ns = fake.disconnect_times[-1]
+        print(  # seen with -s
+            f"stop: answered in {(answered_ns - asked_ns) / 1e6:.0f} ms, provider stream closed "
+            f"{(closed_ns - answered_ns) / 1e6:.0f} ms after the answer"
+        )
+        assert (closed_ns - answered_ns) / 1e6 <= 250
+        on_a.join(10)
+        on_b.join(10)
+        assert not on_a.is_alive() and not on_b.is_alive()
+
+    reply = Message.objects.get(pk=meta["message"])
+    assert reply.status == Status.STOPPED
+    assert reply.content and LONG.startswith(reply.content) and reply.content != LONG
+    # A's attached stream ends with done, status stopped, having carried the saved text.
+    assert rest_on_a[-1][0] == "done" and rest_on_a[-1][2]["status"] == "stopped"
+    on_a_text = held + "".join(data["text"] for name, _, data in rest_on_a if name == "delta")
+    assert on_a_text == reply.content
+    # B got the reply after its last id exactly once, growing over time, and the same end.
+    assert seen_on_b[-1][1] == "done" and seen_on_b[-1][3]["status"] == "stopped"
+    deltas = [
+        (at, event_id, data["text"]) for at, name, event_id, data in seen_on_b if name == "delta"
+    ]
+    assert held + "".join(text for _, _, text in deltas) == reply.content
+    assert [event_id for _, event_id, _ in deltas] == sorted({i for _, i, _ in deltas})
+    assert deltas[-1][0] - deltas[0][0] > 0.1
