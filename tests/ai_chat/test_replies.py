@@ -32,6 +32,19 @@ def raw_ids(raw: str) -> list[tuple[str, int | None]]:
     return out
 
 
+async def long_reply_under_way(alice, fake):
+    """Start a `[[long]]` reply; return its stream's remaining chunks (past the first delta)
+    and its `meta` data."""
+    key = await key_for(alice, fake)
+    client = await client_for(alice)
+    response = await client.post(STREAM, {"message": "[[long]]", "key": key.pk})
+    chunks = aiter(response.streaming_content)
+    meta = parse_events((await anext(chunks)).decode())[0][1]
+    while "delta" not in (await anext(chunks)).decode():
+        pass
+    return chunks, meta
+
+
 async def test_every_event_has_an_id_counted_in_code_points(alice, fake):
     key = await key_for(alice, fake)
     client = await client_for(alice)
@@ -246,13 +259,7 @@ async def test_the_asgi_entry_point_answers_lifespan_and_lets_running_replies_en
 
     settings.CHAT_SHUTDOWN_SECONDS = 0.2
     fake.word_delay = 0.05
-    key = await key_for(alice, fake)
-    client = await client_for(alice)
-    response = await client.post(STREAM, {"message": "[[long]]", "key": key.pk})
-    chunks = aiter(response.streaming_content)
-    meta = parse_events((await anext(chunks)).decode())[0][1]
-    while "delta" not in (await anext(chunks)).decode():
-        pass
+    chunks, meta = await long_reply_under_way(alice, fake)
     inbox: asyncio.Queue = asyncio.Queue()
     sent: list[dict] = []
 
@@ -280,13 +287,7 @@ async def test_when_the_process_begins_shutting_down_attached_streams_end_and_th
     from ai_chat import jobs
 
     fake.word_delay = 0.005
-    key = await key_for(alice, fake)
-    client = await client_for(alice)
-    response = await client.post(STREAM, {"message": "[[long]]", "key": key.pk})
-    chunks = aiter(response.streaming_content)
-    meta = parse_events((await anext(chunks)).decode())[0][1]
-    while "delta" not in (await anext(chunks)).decode():
-        pass
+    chunks, meta = await long_reply_under_way(alice, fake)
     jobs.begin_shutdown()
     try:
         rest = "".join([chunk.decode() async for chunk in chunks])
