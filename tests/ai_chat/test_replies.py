@@ -298,3 +298,28 @@ async def test_when_the_process_begins_shutting_down_attached_streams_end_and_th
         assert fake.disconnects == 0
     finally:
         await jobs.shutdown(0)  # nothing left running: the process may attach streams again
+
+
+async def test_at_shutdown_a_client_watching_another_process_reply_is_let_go(alice):
+    """A client attached here to a reply another process generates (read from the database's
+    checkpoints) is let go at the signal too: its stream ends at once, without an ending."""
+    from ai_chat import jobs
+    from ai_chat.models import Conversation
+
+    conversation = await Conversation.objects.acreate(owner=alice, title="elsewhere")
+    reply = await Message.objects.acreate(
+        conversation=conversation, role=Role.ASSISTANT, content="so far", status=Status.STREAMING
+    )
+    events = await jobs.attach(alice, reply.pk, 0)
+    assert await anext(events) == 'id: 6\nevent: delta\ndata: {"text": "so far"}\n\n'
+    rest = asyncio.ensure_future(anext(events))
+    await asyncio.sleep(0.1)
+    assert not rest.done()  # waiting for the next checkpoint
+    jobs.begin_shutdown()
+    try:
+        async with asyncio.timeout(0.2):
+            assert await rest == jobs.DRAINED
+        with pytest.raises(StopAsyncIteration):
+            await anext(events)
+    finally:
+        await jobs.shutdown(0)
