@@ -86,6 +86,16 @@ def fake_provider():
     server.stop()
 
 
+@pytest.fixture
+def served_alice(alice, settings):
+    """alice, with a password hash the production settings of the servers that tests/stack.py
+    starts can check (tests use MD5); the test's own settings check it too."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    alice.set_password(PASSWORD)
+    alice.save(update_fields=["password"])
+    return alice
+
+
 @pytest.fixture(scope="session")
 def static_root():
     """collectstatic once, for every test that serves the real stack (tests/stack.py)."""

@@ -23,7 +23,11 @@ from tests import stack
 from tests.ai_chat.helpers import parse_events
 from tests.conftest import PASSWORD, make_key
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    # alice's password hashed as the servers' production settings check it.
+    pytest.mark.usefixtures("served_alice"),
+]
 
 LONG = " ".join(f"word{i}" for i in range(400))
 
@@ -40,15 +44,6 @@ def fake(fake):
 def site(transactional_db, static_root):
     with stack.served(static_root, servers=2) as site:
         yield site
-
-
-@pytest.fixture
-def alice(alice, settings):
-    """alice, with a password hash the production settings can check (tests use MD5)."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
-    alice.set_password(PASSWORD)
-    alice.save(update_fields=["password"])
-    return alice
 
 
 class Browser:

@@ -22,6 +22,8 @@ pytestmark = [
         shutil.which("nginx") is None, reason="nginx is not installed (apt-get install nginx-light)"
     ),
     pytest.mark.django_db(transaction=True),
+    # alice's password hashed as the servers' production settings check it.
+    pytest.mark.usefixtures("served_alice"),
 ]
 
 
@@ -34,14 +36,6 @@ def media(settings):
     settings.FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o755
     yield root
     shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture
-def alice(alice, settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
-    alice.set_password(PASSWORD)
-    alice.save(update_fields=["password"])
-    return alice
 
 
 @pytest.fixture

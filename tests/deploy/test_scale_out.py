@@ -22,6 +22,8 @@ pytestmark = [
         shutil.which("nginx") is None, reason="nginx is not installed (apt-get install nginx-light)"
     ),
     pytest.mark.django_db(transaction=True),
+    # alice's password hashed as the servers' production settings check it.
+    pytest.mark.usefixtures("served_alice"),
 ]
 
 
@@ -29,15 +31,6 @@ pytestmark = [
 def servers(transactional_db, static_root):
     with stack.served(static_root, servers=2, cache=stack.redis_url()) as site:
         yield site.panels, site.proxy
-
-
-@pytest.fixture
-def alice(alice, settings):
-    """alice, with a password hash the production settings can check (tests use MD5)."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
-    alice.set_password(PASSWORD)
-    alice.save(update_fields=["password"])
-    return alice
 
 
 def browser(base: str, **kwargs) -> httpx.Client:

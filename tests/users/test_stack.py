@@ -21,18 +21,11 @@ pytestmark = [
         shutil.which("nginx") is None, reason="nginx is not installed (apt-get install nginx-light)"
     ),
     pytest.mark.django_db(transaction=True),
+    # alice's password hashed as the servers' production settings check it.
+    pytest.mark.usefixtures("served_alice"),
 ]
 
 LIMIT = 3
-
-
-@pytest.fixture
-def alice(alice, settings):
-    """alice, with a password hash the production settings can check (tests use MD5)."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
-    alice.set_password(PASSWORD)
-    alice.save(update_fields=["password"])
-    return alice
 
 
 @pytest.fixture
