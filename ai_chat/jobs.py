@@ -22,11 +22,13 @@ Across processes and servers:
 A client in the same process gets each piece at once.
 
 On a graceful restart the ASGI wrapper (bsepar_panel/asgi.py) calls `begin_shutdown` as soon
-as the worker is told to stop: every stream attached in this process ends at once (without
-`done`: its client re-attaches, on another server or after the restart), since the server waits
-for its open connections before it runs the lifespan shutdown. That calls `shutdown`: running
-replies may finish within `CHAT_SHUTDOWN_SECONDS`, then the rest are saved as interrupted with
-what arrived.
+as the worker is told to stop, since the server waits for its open connections to end before it
+runs the lifespan shutdown: running replies may finish within `CHAT_SHUTDOWN_SECONDS` from then
+(their attached clients still follow them live), then the rest are saved as interrupted with
+what arrived, which ends their streams with that `error`. Clients attached here to replies of
+other processes are let go at once (their streams end without an ending event: they
+re-attach, on another server or after the restart). The lifespan shutdown (`shutdown`) then
+only waits for that to be over.
 """
 
 from __future__ import annotations
@@ -58,8 +60,9 @@ logger = logging.getLogger(__name__)
 STOPPED = "stopped"
 INTERRUPTED = "interrupted"
 
-# What an attached stream says last when it ends because this process is shutting down (an SSE
-# comment: clients ignore it, and re-attach as after any stream that ended without `done`).
+# What a stream watching another process's reply says last when it ends because this process
+# is shutting down (an SSE comment: clients ignore it, and re-attach as after any stream that
+# ended without `done`).
 DRAINED = ": the server is restarting: re-attach\n\n"
 
 
@@ -132,9 +135,6 @@ class ReplyJob:
                 yield services.sse("delta", {"text": text[after:]}, event_id=position)
             heartbeat = settings.CHAT_HEARTBEAT_SECONDS
             while True:
-                if _draining and self.final is None:
-                    yield DRAINED
-                    return
                 if index < len(self.pieces):
                     piece = "".join(self.pieces[index:])
                     index, position = len(self.pieces), position + len(piece)
@@ -251,8 +251,10 @@ _pump: asyncio.Task[None] | None = None
 _listener: asyncio.Task[None] | None = None
 # Whether this process's Stop listener is subscribed (then the poll is only a fallback).
 _listening = False
-# Set once this process begins shutting down (`begin_shutdown`): attached streams end.
+# Set once this process begins shutting down (`begin_shutdown`), with the task that lets its
+# running replies finish or saves them as interrupted.
 _draining = False
+_closing: asyncio.Task[None] | None = None
 # Wakes the clients attached here to replies of other processes (`events_from_database`,
 # `events_from_redis`) when this process begins shutting down.
 _watchers: set[asyncio.Event] = set()
@@ -436,16 +438,20 @@ async def _pump_loop() -> None:
         _listener.cancel()
 
 
-def begin_shutdown() -> None:
-    """This process is told to stop: end every stream attached here now, so the server does not
-    wait for their clients (for as long as a reply runs) before it calls `shutdown`. The
-    replies themselves go on; their clients re-attach elsewhere or after the restart."""
-    global _draining
+def begin_shutdown(grace: float) -> None:
+    """This process is told to stop. Its running replies get `grace` seconds from now to finish
+    (clients attached to them stay, live), then the rest are saved as interrupted, which ends
+    their streams; clients attached here to other processes' replies are let go now. Either
+    way the connections the server waits for end within `grace` (or a little more, while the
+    last replies are saved)."""
+    global _draining, _closing
     _draining = True
-    for job in running():
-        job._notify()
     for wake in _watchers:
         wake.set()
+    if _closing is None:
+        _closing = asyncio.get_running_loop().create_task(
+            _finish_running(grace), name="replies-shutdown"
+        )
 
 
 @contextlib.contextmanager
@@ -469,24 +475,29 @@ async def _wait(wake: asyncio.Event, seconds: float) -> None:
 
 
 async def shutdown(grace: float) -> None:
-    """Let running replies finish for up to `grace` seconds, then save the rest as interrupted
-    with what arrived. Attached streams end first (`begin_shutdown`, if the signal has not
-    called it already)."""
-    global _draining
-    begin_shutdown()
+    """The lifespan shutdown: `begin_shutdown` unless the signal has called it already, then
+    wait until its running replies are finished or saved as interrupted."""
+    global _draining, _closing
+    begin_shutdown(grace)
     try:
-        jobs = running()
-        if not jobs:
-            return
-        logger.info("waiting for %d running replies", len(jobs))
-        await asyncio.wait([job.task for job in jobs if job.task], timeout=grace)
-        for job in running():
-            job.end(INTERRUPTED)
-        await asyncio.wait([job.task for job in jobs if job.task], timeout=30)
+        await _closing  # type: ignore[misc]
     finally:
         # The process exits next; one that goes on serving (the in-process tests) may have
         # streams attached again.
-        _draining = False
+        _draining, _closing = False, None
+
+
+async def _finish_running(grace: float) -> None:
+    """Let running replies finish for up to `grace` seconds, then save the rest as interrupted
+    with what arrived."""
+    jobs = running()
+    if not jobs:
+        return
+    logger.info("waiting for %d running replies", len(jobs))
+    await asyncio.wait([job.task for job in jobs if job.task], timeout=grace)
+    for job in running():
+        job.end(INTERRUPTED)
+    await asyncio.wait([job.task for job in jobs if job.task], timeout=30)
 
 
 # -- the services the views call -------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import threading
@@ -29,7 +30,10 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
-            _end_streams_on_exit(asyncio.get_running_loop(), jobs.begin_shutdown)
+            _on_exit(
+                asyncio.get_running_loop(),
+                functools.partial(jobs.begin_shutdown, settings.CHAT_SHUTDOWN_SECONDS),
+            )
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await jobs.shutdown(settings.CHAT_SHUTDOWN_SECONDS)
@@ -37,14 +41,14 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
             return
 
 
-def _end_streams_on_exit(loop: asyncio.AbstractEventLoop, begin_shutdown: Any) -> None:
+def _on_exit(loop: asyncio.AbstractEventLoop, begin_shutdown: Any) -> None:
     """Call `begin_shutdown` on the event loop as soon as the server is told to stop.
 
     Why: uvicorn sends `lifespan.shutdown` only once every open connection has ended, and a
     client attached to a running reply keeps its connection for as long as the reply runs:
     the worker would sit there until gunicorn's graceful timeout killed it, its replies
-    neither finished nor saved as interrupted. Ending those streams at the signal lets the
-    shutdown go on at once. uvicorn's server handles SIGTERM (gunicorn's graceful stop, and
+    neither finished nor saved as interrupted. Counting the replies' grace from the signal
+    ends those streams in time (ai_chat.jobs.begin_shutdown). uvicorn's server handles SIGTERM (gunicorn's graceful stop, and
     what a HUP sends the old workers) and SIGINT with `signal.signal` while it serves, which
     is when the lifespan starts; its handler is kept and runs first. Should a uvicorn upgrade
     handle them otherwise, tests/ai_chat/test_replies_served.py

@@ -278,26 +278,28 @@ async def test_the_asgi_entry_point_answers_lifespan_and_lets_running_replies_en
     assert rest[-1][0] == "error"
 
 
-async def test_when_the_process_begins_shutting_down_attached_streams_end_and_the_reply_goes_on(
+async def test_a_replys_grace_counts_from_the_signal_and_its_attached_client_gets_the_end(
     alice, fake
 ):
-    """The server waits for open connections before the lifespan shutdown: at the signal
-    (`jobs.begin_shutdown`) a stream attached here ends without `done` (the browser re-attaches
-    elsewhere), and the reply itself goes on."""
+    """The server waits for open connections before the lifespan shutdown, so the replies'
+    grace starts at the signal (`jobs.begin_shutdown`): the attached client follows the reply
+    live meanwhile, then the reply is saved interrupted and the stream ends with that error,
+    having carried every character saved."""
     from ai_chat import jobs
 
-    fake.word_delay = 0.005
+    fake.word_delay = 0.05  # twenty seconds of reply
     chunks, meta = await long_reply_under_way(alice, fake)
-    jobs.begin_shutdown()
+    jobs.begin_shutdown(0.5)
     try:
-        rest = "".join([chunk.decode() async for chunk in chunks])
-        assert rest.endswith(jobs.DRAINED)
-        assert "event: done" not in rest and "event: error" not in rest
+        async with asyncio.timeout(5):
+            rest = parse_events("".join([chunk.decode() async for chunk in chunks]))
+        assert rest[-1][0] == "error" and "interrupted" in rest[-1][1]["message"]
         reply = await wait_until_saved(meta["message"])
-        assert reply.status == Status.COMPLETE
-        assert fake.disconnects == 0
+        assert reply.status == Status.ERROR
+        got = "".join(data["text"] for name, data in rest if name == "delta")
+        assert reply.content.endswith(got) and len(got) > 0  # it went on live after the signal
     finally:
-        await jobs.shutdown(0)  # nothing left running: the process may attach streams again
+        await jobs.shutdown(0)
 
 
 async def test_at_shutdown_a_client_watching_another_process_reply_is_let_go(alice):
@@ -315,7 +317,7 @@ async def test_at_shutdown_a_client_watching_another_process_reply_is_let_go(ali
     rest = asyncio.ensure_future(anext(events))
     await asyncio.sleep(0.1)
     assert not rest.done()  # waiting for the next checkpoint
-    jobs.begin_shutdown()
+    jobs.begin_shutdown(5)
     try:
         async with asyncio.timeout(0.2):
             assert await rest == jobs.DRAINED
