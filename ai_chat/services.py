@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -271,6 +272,15 @@ def _earlier(conversation: Conversation | None, before: int | None = None) -> li
     )
 
 
+def _lock_user(user: Any) -> None:
+    """Lock the user's row until the end of the transaction against another turn of theirs
+    (FOR NO KEY UPDATE: rows that merely refer to the user are not held up). Nothing on SQLite,
+    whose write transactions already run one at a time."""
+    if connection.features.has_select_for_update:
+        users = get_user_model()._default_manager.select_for_update(no_key=True)
+        list(users.filter(pk=user.pk).values_list("pk"))
+
+
 def _running_replies(user: Any, now: datetime.datetime) -> int:
     """How many of the user's replies are generating (on any worker or server). A row left
     `streaming` by a crash stops counting once it is older than the longest a reply may run."""
@@ -493,8 +503,10 @@ def _prepare(
     # anything refused later in it undoes the rows (and `stored` removes the files written
     # just before it).
     with attachments.stored(files or []) as saved, transaction.atomic():
-        # Counted inside the write transaction: on SQLite, whose write transactions run one at
-        # a time, two turns starting together cannot both take the last place.
+        # Counted inside the write transaction, one turn of this user at a time: SQLite's write
+        # transactions run one at a time anyway; on PostgreSQL the user's row, locked until
+        # the commit, keeps two turns starting together from both taking the last place.
+        _lock_user(user)
         if _running_replies(user, checked.now) >= settings.CHAT_MAX_RUNNING_REPLIES:
             raise TurnRefused(
                 _("You already have %(n)d replies generating: wait for one to finish, or stop one.")

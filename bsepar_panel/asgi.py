@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
+import signal
+import threading
 from typing import Any
 
 from django.core.asgi import get_asgi_application
@@ -26,8 +30,38 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            _on_exit(
+                asyncio.get_running_loop(),
+                functools.partial(jobs.begin_shutdown, settings.CHAT_SHUTDOWN_SECONDS),
+            )
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await jobs.shutdown(settings.CHAT_SHUTDOWN_SECONDS)
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+def _on_exit(loop: asyncio.AbstractEventLoop, begin_shutdown: Any) -> None:
+    """Call `begin_shutdown` on the event loop as soon as the server is told to stop.
+
+    Why: uvicorn sends `lifespan.shutdown` only once every open connection has ended, and a
+    client attached to a running reply keeps its connection for as long as the reply runs:
+    the worker would sit there until gunicorn's graceful timeout killed it, its replies
+    neither finished nor saved as interrupted. Counting the replies' grace from the signal
+    ends those streams in time (ai_chat.jobs.begin_shutdown). uvicorn's server handles SIGTERM (gunicorn's graceful stop, and
+    what a HUP sends the old workers) and SIGINT with `signal.signal` while it serves, which
+    is when the lifespan starts; its handler is kept and runs first. Should a uvicorn upgrade
+    handle them otherwise, tests/ai_chat/test_replies_served.py
+    (test_a_restart_with_a_client_attached_...) fails."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals are the main thread's; a server in another thread is not ours
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(signum)
+        if not callable(previous):
+            continue  # no server handling it: its default (exit) stays
+
+        def handler(number: int, frame: Any, previous: Any = previous) -> None:
+            previous(number, frame)
+            loop.call_soon_threadsafe(begin_shutdown)
+
+        signal.signal(signum, handler)

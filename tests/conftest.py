@@ -87,6 +87,25 @@ def fake_provider():
 
 
 @pytest.fixture
+def served_alice(alice, settings):
+    """alice, with a password hash the production settings of the servers that tests/stack.py
+    starts can check (tests use MD5); the test's own settings check it too."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    alice.set_password(PASSWORD)
+    alice.save(update_fields=["password"])
+    return alice
+
+
+@pytest.fixture(scope="session")
+def static_root():
+    """collectstatic once, for every test that serves the real stack (tests/stack.py)."""
+    from tests import stack
+
+    with stack.static_files() as root:
+        yield root
+
+
+@pytest.fixture
 def fake(fake_provider):
     fake_provider.reset()
     fake_provider.word_delay = 0.002

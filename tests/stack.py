@@ -1,10 +1,12 @@
 """Run the real serving stack for tests and benchmarks: gunicorn + uvicorn workers behind nginx.
 
-Used by tests/deploy/test_scale_out.py and bench/load.py. Everything listens on 127.0.0.1.
+Tests start it with `served(...)` (N app servers on one database, the shipped nginx site over
+TLS in front); the benchmarks in bench/ use the pieces. Everything listens on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -14,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -129,7 +133,8 @@ class Process:
         self.log.close()
 
     def output(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return self.log_path.read_text(errors="replace")
 
 
@@ -153,7 +158,8 @@ class Panel(Process):
             env,
         )
         try:
-            wait_http(f"{self.url}/healthz")
+            # Generous: on a shared, loaded machine importing the app takes tens of seconds.
+            wait_http(f"{self.url}/healthz", timeout=120)
         except RuntimeError:
             self.stop()
             raise RuntimeError("the panel did not start:\n" + self.output()) from None
@@ -198,7 +204,11 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 
 class Nginx(Process):
     """deploy/nginx.conf as shipped, with its upstream, ports, certificate and static root
-    pointed at this machine's test processes."""
+    pointed at this machine's test processes.
+
+    With several upstreams, the site's TLS server block is also repeated once per app server,
+    on a port of its own whose upstream is that server alone (`server_url(i)`): a test routes a
+    request to the server it means, still through nginx over TLS."""
 
     def __init__(self, upstreams: list[int], static_root: str, media_root: str = "") -> None:
         if shutil.which("nginx") is None:
@@ -227,6 +237,19 @@ class Nginx(Process):
         site = site.replace("/opt/bsepar-panel/current/staticfiles/", static_root.rstrip("/") + "/")
         if media_root:
             site = site.replace("/var/lib/bsepar-panel/media/", media_root.rstrip("/") + "/")
+        self.server_ports: list[int] = []
+        if len(upstreams) > 1:
+            tls_block = site[site.index("server {\n    listen 127.0.0.1:" + str(self.port)) :]
+            for index, port in enumerate(upstreams):
+                self.server_ports.append(free_port())
+                name = f"bsepar_panel_{index}"
+                site += (
+                    f"\nupstream {name} {{\n    server 127.0.0.1:{port};\n    keepalive 8;\n}}\n"
+                )
+                site += tls_block.replace(
+                    f"listen 127.0.0.1:{self.port} ssl",
+                    f"listen 127.0.0.1:{self.server_ports[-1]} ssl",
+                ).replace("http://bsepar_panel;", f"http://{name};")
         conf = self.dir / "nginx.conf"
         conf.write_text(
             f"""
@@ -252,3 +275,82 @@ http {{
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
+
+    def server_url(self, index: int) -> str:
+        """The URL of the site block whose upstream is app server `index` alone."""
+        return f"https://127.0.0.1:{self.server_ports[index]}"
+
+
+@contextlib.contextmanager
+def static_files() -> Iterator[str]:
+    """A collectstatic folder nginx's workers (an unprivileged user) can read."""
+    root = tempfile.mkdtemp(prefix="bsepar-static-")
+    try:
+        collectstatic(root, panel_env("sqlite:///unused.sqlite3", None, root))
+        for path in [Path(root), *Path(root).rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class Served:
+    """App servers on one database and, unless asked otherwise, nginx in front of them all."""
+
+    panels: list[Panel]
+    proxy: Nginx | None
+
+    @property
+    def panel(self) -> Panel:
+        return self.panels[0]
+
+    @property
+    def url(self) -> str:
+        """nginx, whose upstream is every app server."""
+        assert self.proxy is not None, "served(..., proxy=False) has no nginx"
+        return self.proxy.url
+
+    def server_url(self, index: int) -> str:
+        """nginx's site block for app server `index` alone (several servers), or that server's
+        own address when there is no nginx."""
+        if self.proxy is None:
+            return self.panels[index].url
+        if len(self.panels) == 1:
+            return self.proxy.url
+        return self.proxy.server_url(index)
+
+
+@contextlib.contextmanager
+def served(
+    static_root: str,
+    *,
+    servers: int = 1,
+    workers: int = 1,
+    cache: str | None = None,
+    database: str | None = None,
+    media_root: str = "",
+    proxy: bool = True,
+    **extra: str,
+) -> Iterator[Served]:
+    """Start `servers` app servers (gunicorn, `workers` uvicorn workers each) on `database`
+    (default: the one Django is connected to, the test database in tests) with `cache`
+    (CACHE_URL; default the database's) and `extra` environment, then nginx in front of them
+    (`proxy`); stop them all when done, or if any fails to start."""
+    if database is None:
+        from django.db import connection
+
+        database = database_url(connection.settings_dict)
+    if media_root:
+        extra = {"MEDIA_ROOT": media_root, **extra}
+    env = panel_env(database, cache, static_root, **extra)
+    with contextlib.ExitStack() as started:
+        panels: list[Panel] = []
+        for _ in range(servers):
+            panels.append(Panel(env, workers=workers))
+            started.callback(panels[-1].stop)
+        nginx = None
+        if proxy:
+            nginx = Nginx([p.port for p in panels], static_root, media_root=media_root)
+            started.callback(nginx.stop)
+        yield Served(panels, nginx)

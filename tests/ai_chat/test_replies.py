@@ -4,12 +4,17 @@ failed turns left out of the history (through the real SDKs against the fake pro
 from __future__ import annotations
 
 import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from django.db import connections
 
-from ai_chat.models import Message, Status
+from ai_chat import services
+from ai_chat.models import Message, Role, Status
 from tests.ai_chat.helpers import STREAM, client_for, parse_events, read_all, stream
 from tests.ai_chat.test_stream import key_for, wait_until_saved
+from tests.conftest import make_key
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -25,6 +30,19 @@ def raw_ids(raw: str) -> list[tuple[str, int | None]]:
         ids = [int(x[3:].strip()) for x in lines if x.startswith("id:")]
         out.append((name, ids[0] if ids else None))
     return out
+
+
+async def long_reply_under_way(alice, fake):
+    """Start a `[[long]]` reply; return its stream's remaining chunks (past the first delta)
+    and its `meta` data."""
+    key = await key_for(alice, fake)
+    client = await client_for(alice)
+    response = await client.post(STREAM, {"message": "[[long]]", "key": key.pk})
+    chunks = aiter(response.streaming_content)
+    meta = parse_events((await anext(chunks)).decode())[0][1]
+    while "delta" not in (await anext(chunks)).decode():
+        pass
+    return chunks, meta
 
 
 async def test_every_event_has_an_id_counted_in_code_points(alice, fake):
@@ -136,6 +154,36 @@ async def test_a_fourth_running_reply_is_refused_with_a_clear_message(alice, fak
     await read_all(response)
 
 
+def test_turns_starting_at_the_same_instant_never_exceed_the_running_cap(alice, fake, settings):
+    """Twelve turns of one user start at once, each on its own database connection (as on
+    several workers or servers): only CHAT_MAX_RUNNING_REPLIES of them take a place, the rest
+    are refused with 429 and save nothing. On PostgreSQL two transactions could both count two
+    running replies and both take the last place, had the count not been serialized per user."""
+    settings.CHAT_MAX_RUNNING_REPLIES = 3
+    key = make_key(alice, fake)
+    count = 12
+    together = threading.Barrier(count)
+
+    def start(i: int) -> str | int:
+        together.wait()
+        try:
+            services._prepare(alice, {"message": f"at once {i}", "key": key.pk})
+            return "started"
+        except services.TurnRefused as exc:
+            return exc.status
+        finally:
+            connections.close_all()
+
+    for round_ in range(3):
+        with ThreadPoolExecutor(count) as pool:
+            outcomes = list(pool.map(start, range(count)))
+        running = Message.objects.filter(role=Role.ASSISTANT, status=Status.STREAMING)
+        assert running.count() == 3, (round_, outcomes)
+        assert sorted(outcomes, key=str) == [429] * 9 + ["started"] * 3
+        # Free the places for the next round (as the jobs would once saved).
+        running.update(status=Status.COMPLETE)
+
+
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
 async def test_a_failed_turn_is_not_sent_again_nor_joined_to_the_next(
     alice, fake, provider, settings
@@ -211,13 +259,7 @@ async def test_the_asgi_entry_point_answers_lifespan_and_lets_running_replies_en
 
     settings.CHAT_SHUTDOWN_SECONDS = 0.2
     fake.word_delay = 0.05
-    key = await key_for(alice, fake)
-    client = await client_for(alice)
-    response = await client.post(STREAM, {"message": "[[long]]", "key": key.pk})
-    chunks = aiter(response.streaming_content)
-    meta = parse_events((await anext(chunks)).decode())[0][1]
-    while "delta" not in (await anext(chunks)).decode():
-        pass
+    chunks, meta = await long_reply_under_way(alice, fake)
     inbox: asyncio.Queue = asyncio.Queue()
     sent: list[dict] = []
 
@@ -234,3 +276,52 @@ async def test_the_asgi_entry_point_answers_lifespan_and_lets_running_replies_en
     assert reply.content
     rest = parse_events("".join([c.decode() async for c in chunks]))
     assert rest[-1][0] == "error"
+
+
+async def test_a_replys_grace_counts_from_the_signal_and_its_attached_client_gets_the_end(
+    alice, fake
+):
+    """The server waits for open connections before the lifespan shutdown, so the replies'
+    grace starts at the signal (`jobs.begin_shutdown`): the attached client follows the reply
+    live meanwhile, then the reply is saved interrupted and the stream ends with that error,
+    having carried every character saved."""
+    from ai_chat import jobs
+
+    fake.word_delay = 0.05  # twenty seconds of reply
+    chunks, meta = await long_reply_under_way(alice, fake)
+    jobs.begin_shutdown(0.5)
+    try:
+        async with asyncio.timeout(5):
+            rest = parse_events("".join([chunk.decode() async for chunk in chunks]))
+        assert rest[-1][0] == "error" and "interrupted" in rest[-1][1]["message"]
+        reply = await wait_until_saved(meta["message"])
+        assert reply.status == Status.ERROR
+        got = "".join(data["text"] for name, data in rest if name == "delta")
+        assert reply.content.endswith(got) and len(got) > 0  # it went on live after the signal
+    finally:
+        await jobs.shutdown(0)
+
+
+async def test_at_shutdown_a_client_watching_another_process_reply_is_let_go(alice):
+    """A client attached here to a reply another process generates (read from the database's
+    checkpoints) is let go at the signal too: its stream ends at once, without an ending."""
+    from ai_chat import jobs
+    from ai_chat.models import Conversation
+
+    conversation = await Conversation.objects.acreate(owner=alice, title="elsewhere")
+    reply = await Message.objects.acreate(
+        conversation=conversation, role=Role.ASSISTANT, content="so far", status=Status.STREAMING
+    )
+    events = await jobs.attach(alice, reply.pk, 0)
+    assert await anext(events) == 'id: 6\nevent: delta\ndata: {"text": "so far"}\n\n'
+    rest = asyncio.ensure_future(anext(events))
+    await asyncio.sleep(0.1)
+    assert not rest.done()  # waiting for the next checkpoint
+    jobs.begin_shutdown(5)
+    try:
+        async with asyncio.timeout(0.2):
+            assert await rest == jobs.DRAINED
+        with pytest.raises(StopAsyncIteration):
+            await anext(events)
+    finally:
+        await jobs.shutdown(0)

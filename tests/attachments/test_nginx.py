@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from django.db import connection
 
 from tests import stack
 from tests.attachments import files
@@ -27,6 +26,8 @@ pytestmark = [
         shutil.which("nginx") is None, reason="nginx is not installed (apt-get install nginx-light)"
     ),
     pytest.mark.django_db(transaction=True),
+    # alice's password hashed as the servers' production settings check it.
+    pytest.mark.usefixtures("served_alice"),
 ]
 
 
@@ -67,38 +68,10 @@ def media(settings):
     shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def static_root():
-    root = tempfile.mkdtemp(prefix="bsepar-static-")
-    stack.collectstatic(root, stack.panel_env("sqlite:///unused.sqlite3", None, root))
-    for path in [Path(root), *Path(root).rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture
-def alice(alice, settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
-    alice.set_password(PASSWORD)
-    alice.save(update_fields=["password"])
-    return alice
-
-
 @pytest.fixture
 def proxy(transactional_db, media, static_root):
-    env = stack.panel_env(
-        stack.database_url(connection.settings_dict),
-        None,
-        static_root,
-        MEDIA_ROOT=str(media),
-        CHAT_ATTACHMENTS_X_ACCEL="on",
-    )
-    panel = stack.Panel(env)
-    nginx = stack.Nginx([panel.port], static_root, media_root=str(media))
-    yield nginx
-    nginx.stop()
-    panel.stop()
+    with stack.served(static_root, media_root=str(media), CHAT_ATTACHMENTS_X_ACCEL="on") as site:
+        yield site.proxy
 
 
 def test_nginx_serves_the_owners_file_with_its_own_safety_headers(proxy, alice, bob, media):

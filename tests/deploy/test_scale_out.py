@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import re
 import shutil
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
-from django.db import connection
 
 from ai_chat.models import Message
 from api_manager.models import ProviderKey
@@ -25,46 +22,15 @@ pytestmark = [
         shutil.which("nginx") is None, reason="nginx is not installed (apt-get install nginx-light)"
     ),
     pytest.mark.django_db(transaction=True),
+    # alice's password hashed as the servers' production settings check it.
+    pytest.mark.usefixtures("served_alice"),
 ]
-
-
-@pytest.fixture(scope="module")
-def static_root():
-    root = tempfile.mkdtemp(prefix="bsepar-static-")
-    stack.collectstatic(root, stack.panel_env("sqlite:///unused.sqlite3", None, root))
-    # nginx's workers run as an unprivileged user: the files must be readable by all.
-    for path in [Path(root), *Path(root).rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
 def servers(transactional_db, static_root):
-    env = stack.panel_env(
-        stack.database_url(connection.settings_dict), stack.redis_url(), static_root
-    )
-    panels = []
-    try:
-        panels = [stack.Panel(env), stack.Panel(env)]
-        proxy = stack.Nginx([p.port for p in panels], static_root)
-    except Exception:
-        for panel in panels:
-            panel.stop()
-        raise
-    yield panels, proxy
-    proxy.stop()
-    for panel in panels:
-        panel.stop()
-
-
-@pytest.fixture
-def alice(alice, settings):
-    """alice, with a password hash the production settings can check (tests use MD5)."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
-    alice.set_password(PASSWORD)
-    alice.save(update_fields=["password"])
-    return alice
+    with stack.served(static_root, servers=2, cache=stack.redis_url()) as site:
+        yield site.panels, site.proxy
 
 
 def browser(base: str, **kwargs) -> httpx.Client:
@@ -220,21 +186,20 @@ def test_open_streams_hold_no_database_connection(transactional_db, static_root,
     """Twelve streams waiting for a slow first token, through one server whose pool has three
     connections (on PostgreSQL): each turn takes a connection to start and one to end, none
     while it streams, so all twelve reach the provider at once and all finish."""
-    env = stack.panel_env(
-        stack.database_url(connection.settings_dict),
-        stack.redis_url(),
+    key = make_key(alice, fake)
+    fake.slow_first_token = 4.0
+    count = 12
+    with stack.served(
         static_root,
+        cache=stack.redis_url(),
+        proxy=False,
         DATABASE_POOL_MIN="1",
         DATABASE_POOL_MAX="3",
         DATABASE_POOL_TIMEOUT="2",
         # Twelve replies of one user at once: above the per-user cap (issue #11), lifted here.
         CHAT_MAX_RUNNING_REPLIES="100",
-    )
-    panel = stack.Panel(env)
-    key = make_key(alice, fake)
-    fake.slow_first_token = 4.0
-    count = 12
-    try:
+    ) as site:
+        panel = site.panel
         first = Direct(panel)
         assert first.sign_in().status_code == 302
         token = csrf_token(first, "/ai-chat/")
@@ -258,5 +223,3 @@ def test_open_streams_hold_no_database_connection(transactional_db, static_root,
         assert opened == count, panel.output()[-2000:]
         assert all("event: done" in reply for reply in replies), replies[0][-500:]
         first.close()
-    finally:
-        panel.stop()

@@ -37,16 +37,6 @@ SECRET_A = "attackkey-0123456789abcdefghijklmnopqrstuv"
 SECRET_B = "attackkey-ZYXWVUTSRQPONMLKJIHGFEDCBA987654"
 
 
-@pytest.fixture(scope="module")
-def static_root():
-    root = tempfile.mkdtemp(prefix="bsepar-static-")
-    stack.collectstatic(root, stack.panel_env("sqlite:///unused.sqlite3", None, root))
-    for path in [Path(root), *Path(root).rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture
 def workspace():
     root = Path(tempfile.mkdtemp(prefix="bsepar-workspace-"))
@@ -57,25 +47,16 @@ def workspace():
 @pytest.fixture
 def site(transactional_db, static_root, workspace, fake, settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
-    env = stack.panel_env(
-        stack.database_url(connection.settings_dict),
-        None,
+    with stack.served(
         static_root,
+        workers=2,
         FILE_ACTIONS_ROOT=str(workspace),
         # Every probe of the wizard must reach the URL check, not stop at the rate limit.
         PROVIDER_CHECKS_PER_MINUTE="1000",
         # The most a worried administrator would turn on: every library's debug output.
         LOG_LEVEL="DEBUG",
-    )
-    panel = stack.Panel(env, workers=2)
-    try:
-        proxy = stack.Nginx([panel.port], static_root)
-    except Exception:
-        panel.stop()
-        raise
-    yield panel, proxy
-    proxy.stop()
-    panel.stop()
+    ) as site:
+        yield site.panel, site.proxy
 
 
 class Browser:
@@ -358,15 +339,8 @@ def lone_worker(transactional_db, static_root, fake, settings):
     """One worker (so its memory can be read), the check limit raised: memory, not the limit,
     is what this measures."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
-    env = stack.panel_env(
-        stack.database_url(connection.settings_dict),
-        None,
-        static_root,
-        PROVIDER_CHECKS_PER_MINUTE="100000",
-    )
-    panel = stack.Panel(env, workers=1)
-    yield panel
-    panel.stop()
+    with stack.served(static_root, proxy=False, PROVIDER_CHECKS_PER_MINUTE="100000") as site:
+        yield site.panel
 
 
 def test_live_checks_with_new_keys_do_not_grow_memory(lone_worker, fake):
@@ -479,11 +453,9 @@ def test_a_root_overlapping_the_code_is_refused_at_start_and_on_use(
     import subprocess
     import sys
 
+    overlapping = {"FILE_ACTIONS_ROOT": str(stack.ROOT)}
     env = stack.panel_env(
-        stack.database_url(connection.settings_dict),
-        None,
-        static_root,
-        FILE_ACTIONS_ROOT=str(stack.ROOT),
+        stack.database_url(connection.settings_dict), None, static_root, **overlapping
     )
     check = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "ERROR"],
@@ -496,9 +468,8 @@ def test_a_root_overlapping_the_code_is_refused_at_start_and_on_use(
     assert check.returncode != 0 and "FILE_ACTIONS_ROOT" in check.stderr + check.stdout
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
     user_with_permissions("olga", "run_query", "write_files")
-    panel = stack.Panel(env, workers=1)
-    try:
-        olga = Browser(panel.url, **{"X-Forwarded-Proto": "https"})
+    with stack.served(static_root, proxy=False, **overlapping) as site:
+        olga = Browser(site.panel.url, **{"X-Forwarded-Proto": "https"})
         assert olga.sign_in("olga").status_code == 302
         olga.token("/")
         readme = (stack.ROOT / "README.md").read_bytes()
@@ -509,5 +480,3 @@ def test_a_root_overlapping_the_code_is_refused_at_start_and_on_use(
             assert response.status_code == 400, (path, response.status_code)
         assert (stack.ROOT / "README.md").read_bytes() == readme
         assert not (stack.ROOT / "notes.md").exists()
-    finally:
-        panel.stop()

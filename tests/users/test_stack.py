@@ -7,13 +7,10 @@ from __future__ import annotations
 import itertools
 import re
 import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
-from django.db import connection
 
 from core.models import SecurityEvent, SecurityEventKind
 from tests import stack
@@ -24,53 +21,28 @@ pytestmark = [
         shutil.which("nginx") is None, reason="nginx is not installed (apt-get install nginx-light)"
     ),
     pytest.mark.django_db(transaction=True),
+    # alice's password hashed as the servers' production settings check it.
+    pytest.mark.usefixtures("served_alice"),
 ]
 
 LIMIT = 3
 
 
-@pytest.fixture(scope="module")
-def static_root():
-    root = tempfile.mkdtemp(prefix="bsepar-static-")
-    stack.collectstatic(root, stack.panel_env("sqlite:///unused.sqlite3", None, root))
-    for path in [Path(root), *Path(root).rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture
-def alice(alice, settings):
-    """alice, with a password hash the production settings can check (tests use MD5)."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
-    alice.set_password(PASSWORD)
-    alice.save(update_fields=["password"])
-    return alice
-
-
-def panel_env(static_root: str, **extra: str) -> dict[str, str]:
+def site(transactional_db, static_root):
     # No Redis here on purpose: the default configuration must hold across workers.
-    return stack.panel_env(
-        stack.database_url(connection.settings_dict),
-        None,
-        static_root,
-        AXES_FAILURE_LIMIT=str(LIMIT),
-        **extra,
-    )
+    with stack.served(static_root, workers=2, AXES_FAILURE_LIMIT=str(LIMIT)) as site:
+        yield site
 
 
 @pytest.fixture
-def panel(transactional_db, static_root):
-    server = stack.Panel(panel_env(static_root), workers=2)
-    yield server
-    server.stop()
+def panel(site):
+    return site.panel
 
 
 @pytest.fixture
-def proxy(panel, static_root):
-    server = stack.Nginx([panel.port], static_root)
-    yield server
-    server.stop()
+def proxy(site):
+    return site.proxy
 
 
 def client(base: str, **headers: str) -> httpx.Client:
