@@ -223,7 +223,9 @@ class Nginx(Process):
         site = (ROOT / "deploy" / "nginx.conf").read_text()
         servers = "".join(f"    server 127.0.0.1:{port};\n" for port in upstreams)
         site = re.sub(r"    server 127\.0\.0\.1:8000;\n", servers, site)
-        # The stream upstream's fallback is the page service: the first test server.
+        # The test servers serve the streams too (no stream service unless a test points
+        # `upstream bsepar_streams` at one); its fallback, the page service: the first server.
+        site = site.replace("    server 127.0.0.1:8001;\n", servers)
         site = site.replace(
             "server 127.0.0.1:8000 backup;", f"server 127.0.0.1:{upstreams[0]} backup;"
         )
@@ -246,10 +248,14 @@ class Nginx(Process):
                 site += (
                     f"\nupstream {name} {{\n    server 127.0.0.1:{port};\n    keepalive 8;\n}}\n"
                 )
-                site += tls_block.replace(
-                    f"listen 127.0.0.1:{self.port} ssl",
-                    f"listen 127.0.0.1:{self.server_ports[-1]} ssl",
-                ).replace("http://bsepar_panel;", f"http://{name};")
+                site += (
+                    tls_block.replace(
+                        f"listen 127.0.0.1:{self.port} ssl",
+                        f"listen 127.0.0.1:{self.server_ports[-1]} ssl",
+                    )
+                    .replace("http://bsepar_panel;", f"http://{name};")
+                    .replace("http://bsepar_streams;", f"http://{name};")
+                )
         conf = self.dir / "nginx.conf"
         conf.write_text(
             f"""

@@ -21,20 +21,20 @@ from django.db import connection
 from ai_chat.models import Message
 from tests import stack
 from tests.conftest import make_key
-from tests.deploy.test_scale_out import alice, browser, csrf_token, sign_in, static_root
-
-__all__ = ["alice", "static_root"]  # fixtures, used by name
+from tests.deploy.test_scale_out import browser, csrf_token, sign_in
 
 pytestmark = [
     pytest.mark.skipif(
         shutil.which("nginx") is None, reason="nginx is not installed (apt-get install nginx-light)"
     ),
     pytest.mark.django_db(transaction=True),
+    # alice's password hashed as the servers' production settings check it.
+    pytest.mark.usefixtures("served_alice"),
 ]
 
 
 def route_streams(proxy: stack.Nginx, port: int) -> None:
-    """Point the site's `upstream bsepar_streams` at `port` (stack.Nginx points only the page
+    """Point the site's `upstream bsepar_streams` at `port` (stack.Nginx points it at the page
     upstream at the test servers), then reload nginx."""
     conf = proxy.dir / "nginx.conf"
     head, anchor, tail = conf.read_text().partition("upstream bsepar_streams {")
