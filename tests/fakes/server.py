@@ -26,7 +26,9 @@ a PDF data URL; Anthropic `image` / `document` blocks a base64 source of a match
 malformed part is a 400. Each accepted part is recorded in `parts` (kind, media type, name, size,
 the decoded bytes); each image counts `IMAGE_TOKENS` input tokens, each document
 `DOCUMENT_TOKENS`. With `refuse_documents` set, document/file parts get a 400 (an endpoint
-that does not take PDFs).
+that does not take PDFs). With `only_max_tokens` set, an OpenAI request with
+`max_completion_tokens` gets a 400 (an OpenAI-compatible server that knows only `max_tokens` and
+refuses unknown fields, as older vLLM did).
 
 `GET /_fake/stats` answers counters and the wall-clock times (ns) at which clients went away.
 
@@ -108,6 +110,7 @@ class FakeProviderServer:
     disconnect_times: list[int] = field(default_factory=list)
     parts: list[Part] = field(default_factory=list)
     refuse_documents: bool = False
+    only_max_tokens: bool = False
     # What `[[tool:custom]]` sends: id, name and the raw argument JSON.
     custom_tool_call: dict[str, str] = field(
         default_factory=lambda: {"id": "call_custom", "name": "run_query", "arguments": "{}"}
@@ -169,6 +172,7 @@ class FakeProviderServer:
         self.disconnect_times.clear()
         self.parts.clear()
         self.refuse_documents = False
+        self.only_max_tokens = False
         self.disconnects = 0
         self.completed_streams = 0
         self.disconnected.clear()
@@ -342,6 +346,12 @@ class FakeProviderServer:
         self.requests.append(Seen(request.path, "openai", body, key[-4:]))
         if failure := self._key_failure("openai", key):
             return failure
+        if self.only_max_tokens and "max_completion_tokens" in body:
+            return self._error(
+                "openai",
+                400,
+                "[{'type': 'extra_forbidden', 'loc': ('body', 'max_completion_tokens')}]",
+            )
         messages = body.get("messages", [])
         if failure := self._check_parts("openai", messages):
             return failure
