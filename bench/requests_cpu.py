@@ -10,7 +10,8 @@ page, a chat turn refused by its checks (a blank message: middleware, the user, 
 checks; no provider), and a whole chat turn (`turn`: a new conversation with one message,
 streamed from the fake provider, tests/fakes/server.py, run as a process of its own so its CPU
 is not counted; 50 pieces with no delay, read to the end). `--kinds` picks some of them;
-`--profile FILE` writes a cProfile of the measured requests (`python -m pstats FILE`).
+`--profile FILE` writes a cProfile of the measured requests (`python -m pstats FILE`): the
+event loop's thread and the database threads' jobs (core.db), each profiled in its own thread.
 `--root` runs another tree's code (before/after comparisons).
 """
 
@@ -21,10 +22,12 @@ import asyncio
 import cProfile
 import json
 import os
+import pstats
 import re
 import resource
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -103,6 +106,27 @@ async def measure(args: argparse.Namespace, session: str, key: int) -> dict:
             "turn": lambda: whole_turn(http, key),
         }
         profile = cProfile.Profile() if args.profile else None
+        threads: list[cProfile.Profile] = []
+        if profile:
+            from core import db
+
+            local = threading.local()
+            job = db._job
+
+            def profiled_job(func, *a, **kw):  # type: ignore[no-untyped-def]
+                if not profile.measuring:  # type: ignore[union-attr]
+                    return job(func, *a, **kw)
+                if not hasattr(local, "profile"):
+                    local.profile = cProfile.Profile()
+                    threads.append(local.profile)
+                local.profile.enable()
+                try:
+                    return job(func, *a, **kw)
+                finally:
+                    local.profile.disable()
+
+            profile.measuring = False  # type: ignore[attr-defined]
+            db._job = profiled_job
         for name, send in kinds.items():
             if args.kinds and name not in args.kinds:
                 continue
@@ -115,12 +139,14 @@ async def measure(args: argparse.Namespace, session: str, key: int) -> dict:
                     return (await send()).status_code
 
             if profile:
+                profile.measuring = True  # type: ignore[attr-defined]
                 profile.enable()
             trips, cpu0, wall0 = 0, cpu(), time.perf_counter()
             codes = await asyncio.gather(*(one() for _ in range(args.requests)))
             cpu1, wall1 = cpu(), time.perf_counter()
             if profile:
                 profile.disable()
+                profile.measuring = False  # type: ignore[attr-defined]
             results[name] = {
                 "cpu_ms_per_request": (cpu1 - cpu0) * 1000 / args.requests,
                 "wall_ms_per_request": (wall1 - wall0) * 1000 / args.requests,
@@ -128,7 +154,10 @@ async def measure(args: argparse.Namespace, session: str, key: int) -> dict:
                 "statuses": sorted(set(codes)),
             }
     if profile:
-        profile.dump_stats(args.profile)
+        stats = pstats.Stats(profile)
+        for other in threads:
+            stats.add(other)
+        stats.dump_stats(args.profile)
     return results
 
 
