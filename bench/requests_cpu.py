@@ -9,7 +9,7 @@ call the loop hands to a thread goes through its public `run_in_executor`). Kind
 page, a chat turn refused by its checks (a blank message: middleware, the user, the turn's
 checks; no provider), and a whole chat turn (`turn`: a new conversation with one message,
 streamed from the fake provider, tests/fakes/server.py, run as a process of its own so its CPU
-is not counted; 50 pieces with no delay, read to the end). `--kinds` picks some of them;
+is not counted; 50 pieces, `--word-delay` apart (0: as fast as it can), read to the end). `--kinds` picks some of them;
 `--profile FILE` writes a cProfile of the measured requests (`python -m pstats FILE`): the
 event loop's thread and the database threads' jobs (core.db), each profiled in its own thread.
 `--root` runs another tree's code (before/after comparisons).
@@ -168,6 +168,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--kinds", nargs="+", default=[], help="settings page, refused turn, turn")
     parser.add_argument("--profile", default="", help="write a cProfile of the measured requests")
+    parser.add_argument(
+        "--word-delay", type=float, default=0.0, help="the fake's seconds between pieces"
+    )
     args = parser.parse_args()
     sys.path.insert(0, args.root)
     os.chdir(args.root)
@@ -183,7 +186,7 @@ def main() -> None:
             "--port",
             str(port),
             "--word-delay",
-            "0",
+            str(args.word_delay),
             "--long-words",
             "50",
         ],
