@@ -535,7 +535,8 @@ def _prepare(
         model=checked.model,
         messages=history,
         system=started.conversation.system_prompt,
-        max_tokens=reservation.max_tokens if reservation else settings.CHAT_MAX_OUTPUT_TOKENS,
+        # Capped only when a budget must hold (see ChatRequest).
+        max_tokens=reservation.max_tokens if reservation else None,
         tools=tools,
     )
     return Turn(

@@ -14,8 +14,12 @@ pinned in bench/peers-requirements.txt: never in the panel's requirements). One 
   the fake at the same time: a gateway's *added* time to first token is its p50 minus the p50 of
   the direct streams of its own batch. CPU per stream: process CPU time (utime + stime from
   /proc) of all the gateway's processes during its batch, divided by the batch's streams.
+  A single stream costs a few clock ticks (10 ms each), too coarse to compare, so the
+  1-stream batch is `--sequential` (20) single streams one after another, each with its own
+  direct stream: the CPU is divided by all of them and the p50s are over all of them.
 
-    python bench/peers.py [--streams 1 10 50] [--rounds 5] [--json bench/results-peers.json]
+    python bench/peers.py [--streams 1 10 50] [--rounds 5] [--sequential 20]
+        [--json bench/results-peers.json]
 
 It prints a Markdown table (median of the rounds, with min–max) and writes the JSON; the
 section of bench/RESULTS.md is written by hand from it. Everything listens on 127.0.0.1.
@@ -202,25 +206,28 @@ async def panel_stream(client, session: Session, key: int, result: dict) -> None
     result["errors"] += slot["errors"]
 
 
-async def batch(gateway: str, n: int, ctx: dict) -> dict:
-    """n streams through one gateway and n direct streams to the fake, all at once."""
+async def batch(gateway: str, n: int, ctx: dict, repeat: int = 1) -> dict:
+    """n streams through one gateway and n direct streams to the fake, all at once; `repeat`
+    times in a row (the CPU is divided by all the streams)."""
     limits = httpx.Limits(max_connections=4 * n + 10, max_keepalive_connections=4 * n + 10)
     pids = ctx["pids"][gateway]()
     async with httpx.AsyncClient(timeout=120, limits=limits, verify=False) as client:
         via, direct = fresh(), fresh()
         cpu0 = cpu_seconds(pids)
-        tasks = []
-        for _ in range(n):
-            if gateway == "panel":
-                tasks.append(panel_stream(client, ctx["session"], ctx["key"], via))
-            else:
-                tasks.append(peer_stream(client, ctx["nginx"], via))
-            tasks.append(load.direct_stream(client, ctx["fake"], "[[stamp]]", direct))
-        await asyncio.gather(*tasks)
+        for _ in range(repeat):
+            tasks = []
+            for _ in range(n):
+                if gateway == "panel":
+                    tasks.append(panel_stream(client, ctx["session"], ctx["key"], via))
+                else:
+                    tasks.append(peer_stream(client, ctx["nginx"], via))
+                tasks.append(load.direct_stream(client, ctx["fake"], "[[stamp]]", direct))
+            await asyncio.gather(*tasks)
         cpu1 = cpu_seconds(pids)
     return {
         "gateway": gateway,
         "n": n,
+        "streams": n * repeat,
         "ttft_p50": pct(via["ttft"], 50),
         "direct_ttft_p50": pct(direct["ttft"], 50),
         "added_p50": None
@@ -230,7 +237,7 @@ async def batch(gateway: str, n: int, ctx: dict) -> dict:
         "relay_p99": pct(via["relay"], 99),
         "completed": via["done"],
         "errors": via["errors"],
-        "cpu_ms_per_stream": (cpu1 - cpu0) * 1000 / n,
+        "cpu_ms_per_stream": (cpu1 - cpu0) * 1000 / (n * repeat),
         "load": os.getloadavg()[0],
     }
 
@@ -266,7 +273,8 @@ def table(rows: list[dict], streams: list[int]) -> str:
             f"| {n} | {spread([r['added_p50'] for r in mine])} | {spread([r['added_p50'] for r in peer])} | "
             f"{spread(ratio, 2)} | {spread([r['cpu_ms_per_stream'] for r in mine])} | "
             f"{spread([r['cpu_ms_per_stream'] for r in peer])} | {spread(cpu_ratio, 2)} | "
-            f"{sum(r['completed'] for r in mine)}/{n * len(mine)}, {sum(r['completed'] for r in peer)}/{n * len(peer)} | "
+            f"{sum(r['completed'] for r in mine)}/{sum(r.get('streams', n) for r in mine)}, "
+            f"{sum(r['completed'] for r in peer)}/{sum(r.get('streams', n) for r in peer)} | "
             f"{sum(r['errors'] for r in mine)}, {sum(r['errors'] for r in peer)} |"
         )
     return "\n".join(lines)
@@ -297,7 +305,8 @@ async def run(args) -> dict:
             for n in args.streams:
                 order = ("panel", "litellm") if round_ % 2 == 0 else ("litellm", "panel")
                 for gateway in order:
-                    row = await batch(gateway, n, ctx)
+                    repeat = args.sequential if n == 1 else 1
+                    row = await batch(gateway, n, ctx, repeat)
                     row["round"] = round_
                     print(json.dumps(row), flush=True)
                     rows.append(row)
@@ -308,6 +317,7 @@ async def run(args) -> dict:
             "load_average_at_end": os.getloadavg(),
             "workers": args.workers,
             "word_delay": args.word_delay,
+            "sequential": args.sequential,
             "rows": rows,
         }
     finally:
@@ -328,6 +338,12 @@ def main() -> None:
     parser.add_argument("--peer-workers", type=int, default=1, help="LiteLLM workers")
     parser.add_argument("--word-delay", type=float, default=0.02)
     parser.add_argument("--pause", type=float, default=1.0, help="seconds between batches")
+    parser.add_argument(
+        "--sequential",
+        type=int,
+        default=20,
+        help="single streams in a row that make the 1-stream batch (its CPU is their mean)",
+    )
     parser.add_argument("--json", type=Path, default=BENCH / "results-peers.json")
     args = parser.parse_args()
     results = asyncio.run(run(args))

@@ -6,20 +6,28 @@
 the process CPU time per request (all threads, from getrusage, so the figure does not depend
 on what else runs on the machine as wall time does) and the thread trips per request (every
 call the loop hands to a thread goes through its public `run_in_executor`). Kinds: the settings
-page, and a chat turn refused by its checks (a blank message: middleware, the user, the turn's
-checks; no provider). `--root` runs another tree's code (before/after comparisons).
+page, a chat turn refused by its checks (a blank message: middleware, the user, the turn's
+checks; no provider), and a whole chat turn (`turn`: a new conversation with one message,
+streamed from the fake provider, tests/fakes/server.py, run as a process of its own so its CPU
+is not counted; 50 pieces, `--word-delay` apart (0: as fast as it can), read to the end). `--kinds` picks some of them;
+`--profile FILE` writes a cProfile of the measured requests (`python -m pstats FILE`): the
+event loop's thread and the database threads' jobs (core.db), each profiled in its own thread.
+`--root` runs another tree's code (before/after comparisons).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import os
+import pstats
 import re
 import resource
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -31,21 +39,40 @@ def cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def sign_in() -> str:
-    """A fresh database with one user; that user's session cookie."""
+def sign_in(fake_url: str) -> tuple[str, int]:
+    """A fresh database with one user and an OpenAI key pointing at the fake: that user's
+    session cookie and the key's id."""
     from django.contrib.auth.models import User
     from django.core.management import call_command
     from django.test import Client
 
+    from api_manager.models import ProviderKey
+
     call_command("migrate", verbosity=0)
     call_command("collectstatic", interactive=False, verbosity=0)  # the manifest
     user = User.objects.create_user("bench", password="bench-password-123")
+    key = ProviderKey(
+        owner=user,
+        provider="openai",
+        label="bench",
+        base_url=f"{fake_url}/v1",
+        default_model="gpt-4o-mini",
+    )
+    key.set_secret("sk-proj-benchbenchbench0001")
+    key.save()
     client = Client()
     client.force_login(user)
-    return client.cookies["sessionid"].value
+    return client.cookies["sessionid"].value, key.pk
 
 
-async def measure(args: argparse.Namespace, session: str) -> dict:
+async def whole_turn(http, key: int):  # type: ignore[no-untyped-def]
+    """A new conversation's turn, read to its end; its `done` event must have arrived."""
+    response = await http.post("/ai-chat/stream/", data={"message": "[[long]] hi", "key": key})
+    assert "event: done" in response.text, response.text[-500:]
+    return response
+
+
+async def measure(args: argparse.Namespace, session: str, key: int) -> dict:
     import logging
 
     import httpx
@@ -76,8 +103,33 @@ async def measure(args: argparse.Namespace, session: str) -> dict:
         kinds = {
             "settings page": lambda: http.get("/api-manager/settings/"),
             "refused turn": lambda: http.post("/ai-chat/stream/", data={"message": "   "}),
+            "turn": lambda: whole_turn(http, key),
         }
+        profile = cProfile.Profile() if args.profile else None
+        threads: list[cProfile.Profile] = []
+        if profile:
+            from core import db
+
+            local = threading.local()
+            job = db._job
+
+            def profiled_job(func, *a, **kw):  # type: ignore[no-untyped-def]
+                if not profile.measuring:  # type: ignore[union-attr]
+                    return job(func, *a, **kw)
+                if not hasattr(local, "profile"):
+                    local.profile = cProfile.Profile()
+                    threads.append(local.profile)
+                local.profile.enable()
+                try:
+                    return job(func, *a, **kw)
+                finally:
+                    local.profile.disable()
+
+            profile.measuring = False  # type: ignore[attr-defined]
+            db._job = profiled_job
         for name, send in kinds.items():
+            if args.kinds and name not in args.kinds:
+                continue
             for _ in range(20):  # warm-up
                 await send()
             sem = asyncio.Semaphore(args.concurrency)
@@ -86,15 +138,26 @@ async def measure(args: argparse.Namespace, session: str) -> dict:
                 async with sem:
                     return (await send()).status_code
 
+            if profile:
+                profile.measuring = True  # type: ignore[attr-defined]
+                profile.enable()
             trips, cpu0, wall0 = 0, cpu(), time.perf_counter()
             codes = await asyncio.gather(*(one() for _ in range(args.requests)))
             cpu1, wall1 = cpu(), time.perf_counter()
+            if profile:
+                profile.disable()
+                profile.measuring = False  # type: ignore[attr-defined]
             results[name] = {
                 "cpu_ms_per_request": (cpu1 - cpu0) * 1000 / args.requests,
                 "wall_ms_per_request": (wall1 - wall0) * 1000 / args.requests,
                 "trips_per_request": trips / args.requests,
                 "statuses": sorted(set(codes)),
             }
+    if profile:
+        stats = pstats.Stats(profile)
+        for other in threads:
+            stats.add(other)
+        stats.dump_stats(args.profile)
     return results
 
 
@@ -103,21 +166,51 @@ def main() -> None:
     parser.add_argument("--root", default=str(ROOT))
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--kinds", nargs="+", default=[], help="settings page, refused turn, turn")
+    parser.add_argument("--profile", default="", help="write a cProfile of the measured requests")
+    parser.add_argument(
+        "--word-delay", type=float, default=0.0, help="the fake's seconds between pieces"
+    )
     args = parser.parse_args()
     sys.path.insert(0, args.root)
     os.chdir(args.root)
     from tests import stack
 
     tmp = tempfile.mkdtemp(prefix="bsepar-cpu-")
-    os.environ.update(
-        stack.panel_env(
-            f"sqlite:///{tmp}/bench.sqlite3", None, f"{tmp}/static", AXES_FAILURE_LIMIT="1000"
-        )
+    port = stack.free_port()
+    fake = stack.Process(
+        [
+            sys.executable,
+            "-m",
+            "tests.fakes.server",
+            "--port",
+            str(port),
+            "--word-delay",
+            str(args.word_delay),
+            "--long-words",
+            "50",
+        ],
+        dict(os.environ),
     )
-    import django
+    try:
+        fake_url = f"http://127.0.0.1:{port}"
+        stack.wait_http(f"{fake_url}/_fake/stats")
+        os.environ.update(
+            stack.panel_env(
+                f"sqlite:///{tmp}/bench.sqlite3",
+                None,
+                f"{tmp}/static",
+                AXES_FAILURE_LIMIT="1000",
+                PROVIDER_PRIVATE_HOSTS=f"127.0.0.1:{port}",  # the fake is on loopback
+                CHAT_MAX_RUNNING_REPLIES="100000",
+            )
+        )
+        import django
 
-    django.setup()
-    results = asyncio.run(measure(args, sign_in()))
+        django.setup()
+        results = asyncio.run(measure(args, *sign_in(fake_url)))
+    finally:
+        fake.stop()
     print(json.dumps({"root": args.root, "concurrency": args.concurrency, **results}))
 
 

@@ -321,6 +321,8 @@ PROVIDER_CHECKS_PER_MINUTE = env.int("PROVIDER_CHECKS_PER_MINUTE", default=10)
 FILE_ACTIONS_ROOT = env.str("FILE_ACTIONS_ROOT", default="") or None
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=32000)
 CHAT_CONTEXT_CHARS = env.int("CHAT_CONTEXT_CHARS", default=48000)
+# The most a budgeted key's turn may reply (lowered to what its budget has left), and the cap
+# sent to Anthropic, which requires one. Other turns send no cap: the model's own maximum.
 CHAT_MAX_OUTPUT_TOKENS = env.int("CHAT_MAX_OUTPUT_TOKENS", default=4096)
 CHAT_HEARTBEAT_SECONDS = env.float("CHAT_HEARTBEAT_SECONDS", default=15.0)
 # Replies are jobs of the worker, not of the request (ai_chat/jobs.py).

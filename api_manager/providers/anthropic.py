@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anthropic
+from django.conf import settings
 from django.utils.translation import gettext as _
 
 from api_manager.providers import netguard
@@ -110,7 +111,10 @@ class AnthropicProvider(Provider):
         kwargs: dict[str, Any] = {
             "model": request.model,
             "messages": to_anthropic_messages(request),
-            "max_tokens": request.max_tokens,
+            # Required by the Messages API: the budget's cap, or the panel's default one.
+            "max_tokens": request.max_tokens
+            if request.max_tokens is not None
+            else settings.CHAT_MAX_OUTPUT_TOKENS,
             "stream": True,
         }
         if request.system:

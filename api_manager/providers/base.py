@@ -77,12 +77,16 @@ class ChatRequest:
     - `{"role": "tool", "tool_call_id": ..., "content": ...}`: the result of one of those calls,
       right after the assistant turn that made it.
     The adapters translate these into each provider's wire format.
+
+    `max_tokens` is the reply's output cap, set when it must hold (a budgeted key's turn);
+    None leaves the model's own maximum where the API allows (OpenAI-compatible), and sends
+    `CHAT_MAX_OUTPUT_TOKENS` where the API requires a cap (Anthropic).
     """
 
     model: str
     messages: list[dict[str, Any]]
     system: str = ""
-    max_tokens: int = 4096
+    max_tokens: int | None = None
     tools: list[ToolSpec] = field(default_factory=list)
 
 

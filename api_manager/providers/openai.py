@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import openai
 from django.utils.translation import gettext as _
@@ -90,6 +91,24 @@ def _content(content: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     return parts
 
 
+# Hosts whose APIs take `max_completion_tokens` and refuse `max_tokens` for reasoning models
+# (o-series, gpt-5): OpenAI's own and Azure OpenAI's. Other OpenAI-compatible servers (Ollama,
+# LM Studio, older vLLM, many proxies) know only `max_tokens`, and some refuse an unknown field.
+COMPLETION_TOKENS_HOSTS = ("api.openai.com", ".openai.azure.com", "models.inference.ai.azure.com")
+
+
+def output_cap_field(base_url: str) -> str:
+    """The name of the output cap for an endpoint: `max_completion_tokens` for OpenAI's own
+    API (no base URL) and Azure OpenAI, `max_tokens` for any other OpenAI-compatible one."""
+    if not base_url:
+        return "max_completion_tokens"
+    host = (urlsplit(base_url).hostname or "").lower()
+    for known in COMPLETION_TOKENS_HOSTS:
+        if host == known.lstrip(".") or (known.startswith(".") and host.endswith(known)):
+            return "max_completion_tokens"
+    return "max_tokens"
+
+
 class OpenAIProvider(Provider):
     name = "openai"
 
@@ -106,17 +125,20 @@ class OpenAIProvider(Provider):
         return stream_with_text_fallback(self._stream, request)
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
-        kwargs: dict[str, Any] = {
+        body: dict[str, Any] = {
             "model": request.model,
             "messages": to_openai_messages(request),
             "stream": True,
             "stream_options": {"include_usage": True},
-            # The output cap: a budgeted key's turn lowers it to what its budget has left
-            # (api_manager.budget). `max_tokens` is deprecated and refused by reasoning models.
-            "max_completion_tokens": request.max_tokens,
         }
+        if request.max_tokens is not None:
+            # Only a budgeted key's turn has a cap (what its budget has left,
+            # api_manager.budget); otherwise the model's own maximum applies, as it did before
+            # budgets: a fixed cap would cut long replies and starve reasoning models, whose
+            # cap also covers their hidden reasoning.
+            body[output_cap_field(self.config.base_url)] = request.max_tokens
         if request.tools:
-            kwargs["tools"] = [
+            body["tools"] = [
                 {
                     "type": "function",
                     "function": {
@@ -134,11 +156,21 @@ class OpenAIProvider(Provider):
             # max_retries times, never once the response has started) and raises its errors for
             # a failed status; we read the raw event stream, since building an SDK model for
             # every piece costs more than the rest of the stream (measured: bench/RESULTS.md).
-            async with self.client().chat.completions.with_streaming_response.create(
-                **kwargs
-            ) as response:
+            # The body goes through the client's documented `post` for "undocumented
+            # endpoints" rather than `chat.completions.create`, which first walks the whole
+            # body (every message of the history) against the parameters' type hints to
+            # rename and convert fields: ours are plain JSON already, and that walk was the
+            # largest part of building the request (bench/RESULTS.md, "A leaner turn start").
+            stream = await self.client().post(
+                "/chat/completions",
+                body=body,
+                cast_to=object,
+                stream=True,
+                stream_cls=openai.AsyncStream[object],
+            )
+            async with stream:
                 started = True
-                async for _event, data in sse_events(response.iter_lines()):
+                async for _event, data in sse_events(stream.response.aiter_lines()):
                     if data == "[DONE]":
                         break
                     if not isinstance(data, dict) or data.get("error"):

@@ -27,7 +27,9 @@ malformed part is a 400. Each accepted part is recorded in `parts` (kind, media 
 the decoded bytes); each image counts `image_tokens` input tokens (`IMAGE_TOKENS` unless a
 test sets it), each document
 `DOCUMENT_TOKENS`. With `refuse_documents` set, document/file parts get a 400 (an endpoint
-that does not take PDFs).
+that does not take PDFs). With `only_max_tokens` set, an OpenAI request with
+`max_completion_tokens` gets a 400 (an OpenAI-compatible server that knows only `max_tokens` and
+refuses unknown fields, as older vLLM did).
 
 `GET /_fake/stats` answers counters and the wall-clock times (ns) at which clients went away.
 
@@ -111,6 +113,7 @@ class FakeProviderServer:
     refuse_documents: bool = False
     # What an image is billed: a test sets what a real provider would bill a large one.
     image_tokens: int = IMAGE_TOKENS
+    only_max_tokens: bool = False
     # What `[[tool:custom]]` sends: id, name and the raw argument JSON.
     custom_tool_call: dict[str, str] = field(
         default_factory=lambda: {"id": "call_custom", "name": "run_query", "arguments": "{}"}
@@ -173,6 +176,7 @@ class FakeProviderServer:
         self.parts.clear()
         self.refuse_documents = False
         self.image_tokens = IMAGE_TOKENS
+        self.only_max_tokens = False
         self.disconnects = 0
         self.completed_streams = 0
         self.disconnected.clear()
@@ -345,6 +349,12 @@ class FakeProviderServer:
         self.requests.append(Seen(request.path, "openai", body, key[-4:]))
         if failure := self._key_failure("openai", key):
             return failure
+        if self.only_max_tokens and "max_completion_tokens" in body:
+            return self._error(
+                "openai",
+                400,
+                "[{'type': 'extra_forbidden', 'loc': ('body', 'max_completion_tokens')}]",
+            )
         messages = body.get("messages", [])
         if failure := self._check_parts("openai", messages):
             return failure
