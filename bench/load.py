@@ -462,10 +462,11 @@ def stop_path() -> str:
     return "SQLite poll"
 
 
-async def stop_run(st: Stack, session: Session, n: int) -> dict:
+async def stop_run(st: Stack, session: Session, n: int, sequential: int = 0) -> dict:
     """`n` replies of an endless provider stream started together; once every one has sent a
-    piece, each is stopped (`POST .../stop/` through nginx, all at once; it lands on whichever
-    worker nginx picks). Per reply: when the Stop was sent and answered, when the fake saw the
+    piece, each is stopped (`POST .../stop/` through nginx; it lands on whichever worker nginx
+    picks): the first `sequential` one by one (each after the last was answered, 0.1 s apart,
+    the others still running), then the rest all at once (a burst). Per reply: when the Stop was sent and answered, when the fake saw the
     provider's stream closed, what the attached stream's `done` said and what the database
     holds (status; `stop_requested` is set only when the Stop came from another worker)."""
     stats_url = f"{st.fake_url}/_fake/stats"
@@ -545,9 +546,14 @@ async def stop_run(st: Stack, session: Session, n: int) -> dict:
 
         async def stop_all() -> None:
             await asyncio.wait_for(running.wait(), 120)
-            await asyncio.gather(
-                *(stop(slot) for slot in slots if slot["reply"] and not slot["error"])
-            )
+            ready = [slot for slot in slots if slot["reply"] and not slot["error"]]
+            for slot in ready[:sequential]:
+                slot["mode"] = "sequential"
+                await stop(slot)
+                await asyncio.sleep(0.1)
+            for slot in ready[sequential:]:
+                slot["mode"] = "burst"
+            await asyncio.gather(*(stop(slot) for slot in ready[sequential:]))
 
         streams = [asyncio.create_task(reply(slot)) for slot in slots]
         await stop_all()
@@ -566,6 +572,7 @@ async def stop_run(st: Stack, session: Session, n: int) -> dict:
             "received": slot["received"],
             "ended": slot.get("ended"),
             "done_status": slot.get("done_status"),
+            "mode": slot.get("mode"),
         }
         if slot["reply"] in saved:
             status, flagged, length = saved[slot["reply"]]
@@ -600,6 +607,8 @@ def summarize_stops(n: int, rows: list[dict]) -> dict:
         ("all", timed),
         ("same", [r for r in timed if r.get("path") == "same worker"]),
         ("other", [r for r in timed if r.get("path") == "other worker"]),
+        ("sequential", [r for r in timed if r.get("mode") == "sequential"]),
+        ("burst", [r for r in timed if r.get("mode") == "burst"]),
     ):
         result[f"{label}_count"] = len(subset)
         for key in ("sent_to_closed_ms", "answered_to_closed_ms", "answer_ms"):
@@ -698,8 +707,10 @@ def report(results: dict) -> str:
         "## Idle streams, and Stop",
         "",
         f"- Idle-but-open streams (slow first token): asked {idle['asked']}, open at the provider at once {idle['open_at_provider']}, errors {idle['errors_while_open']}.",
-        f"- Stop frees the provider stream (50 replies running, all stopped at once through nginx; Stop sent → the fake sees the stream closed): "
-        f"p50 {ms(free['all_sent_to_closed_ms_p50'])} ms, p99 {ms(free['all_sent_to_closed_ms_p99'])} ms; Stop answered → closed p99 {ms(free['all_answered_to_closed_ms_p99'])} ms "
+        f"- Stop frees the provider stream (50 replies running; Stop through nginx; Stop sent → the fake sees the stream closed): "
+        f"10 stopped one by one: p50 {ms(free['sequential_sent_to_closed_ms_p50'])} ms, p99 {ms(free['sequential_sent_to_closed_ms_p99'])} ms; "
+        f"the other 40 at once: p50 {ms(free['burst_sent_to_closed_ms_p50'])} ms, p99 {ms(free['burst_sent_to_closed_ms_p99'])} ms; "
+        f"Stop answered → closed p99 {ms(free['all_answered_to_closed_ms_p99'])} ms "
         f"({free['freed']} of {free['replies']} freed, {free['saved_stopped']} saved `stopped`; {free['other_count']} Stops landed on the other worker: {free['path_other_worker']}).",
         "",
         f"![added time to first token against concurrency](added_latency{'-pinned' if results.get('pinned') else ''}.png)",
@@ -784,7 +795,7 @@ async def main_async(args) -> dict:
                 for n in args.stop_streams:
                     # One reply at a time is repeated: a handful of Stops per round.
                     for _ in range(args.single_repeats if n == 1 else 1):
-                        row = await stop_run(st, stop_session, n)
+                        row = await stop_run(st, stop_session, n, min(args.stop_sequential, n // 2))
                         row.update(round=round_, load=os.getloadavg())
                         brief = {k: v for k, v in row.items() if k != "rows"}
                         print("stop", json.dumps(brief), flush=True)
@@ -809,7 +820,7 @@ async def main_async(args) -> dict:
         print("pages under load", json.dumps(results["pages_under_load"]), flush=True)
         results["idle"] = await idle_run(st, session, args.idle, args.idle_seconds)
         print("idle", json.dumps(results["idle"]), flush=True)
-        results["stop"] = await stop_run(st, stop_session, 50)
+        results["stop"] = await stop_run(st, stop_session, 50, sequential=10)
         brief = {k: v for k, v in results["stop"].items() if k != "rows"}
         print("stop", json.dumps(brief), flush=True)
         return results
@@ -845,6 +856,12 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--stop-streams", type=int, nargs="+", default=[1, 10, 50])
+    parser.add_argument(
+        "--stop-sequential",
+        type=int,
+        default=10,
+        help="of N running replies, this many (at most N/2) are stopped one by one, the rest at once",
+    )
     parser.add_argument(
         "--single-repeats", type=int, default=5, help="Stops of a lone reply per round"
     )
