@@ -11,7 +11,12 @@ database, signs in, then measures, with asyncio + httpx and no browser:
 - requests/s and time to first byte of the dashboard, chat and settings pages, alone and
   while 200 streams run;
 - many idle-but-open streams (a slow first token);
-- how soon a closed client frees its provider stream.
+- Stop frees the provider stream: N replies of an endless fake reply, all running, stopped
+  through nginx (one by one, then the rest at once); Stop sent/answered → the fake saw the
+  stream closed, the saved status, and which worker the Stop landed on.
+
+`--quick`, `--stop` and `--idle-only` run one part (in rounds, for before/after comparisons)
+and write their results to the file given, leaving RESULTS.md alone.
 
 Results go to bench/results.json, the table at the top of bench/RESULTS.md and a plot
 bench/added_latency.png. Everything listens on 127.0.0.1; every loop is bounded.
