@@ -11,7 +11,12 @@ database, signs in, then measures, with asyncio + httpx and no browser:
 - requests/s and time to first byte of the dashboard, chat and settings pages, alone and
   while 200 streams run;
 - many idle-but-open streams (a slow first token);
-- how soon a closed client frees its provider stream.
+- Stop frees the provider stream: N replies of an endless fake reply, all running, stopped
+  through nginx (one by one, then the rest at once); Stop sent/answered → the fake saw the
+  stream closed, the saved status, and which worker the Stop landed on.
+
+`--quick`, `--stop` and `--idle-only` run one part (in rounds, for before/after comparisons)
+and write their results to the file given, leaving RESULTS.md alone.
 
 Results go to bench/results.json, the table at the top of bench/RESULTS.md and a plot
 bench/added_latency.png. Everything listens on 127.0.0.1; every loop is bounded.
@@ -80,10 +85,36 @@ def raise_fd_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def fresh_postgres(url: str) -> None:
+    """Drop and create the database of a postgres:// URL (the bench user is created anew)."""
+    import psycopg
+
+    name = url.rsplit("/", 1)[1].split("?")[0]
+    admin = url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+REPLIES = """
+import django, json, sys
+django.setup()
+from ai_chat.models import Message
+ids = json.loads(sys.argv[1])
+rows = Message.objects.filter(pk__in=ids).values_list("pk", "status", "stop_requested", "content")
+print(json.dumps({pk: [status, flagged, len(content)] for pk, status, flagged, content in rows}))
+"""
+
+
 class Stack:
-    def __init__(self, workers: int, word_delay: float, panel_cpus: str = "") -> None:
+    def __init__(
+        self, workers: int, word_delay: float, panel_cpus: str = "", stop: bool = False
+    ) -> None:
+        """`stop`: for the Stop section: the fake sees a closed stream at once (its
+        `--cancel-on-disconnect`, which older trees' fakes lack) and nginx runs in front."""
         raise_fd_limit()
         self.tmp = Path(tempfile.mkdtemp(prefix="bsepar-bench-"))
+        self.nginx = None
         self.fake_port = stack.free_port()
         self.fake = stack.Process(
             [
@@ -98,11 +129,17 @@ class Stack:
                 "50",
                 "--slow-first-token",
                 "30",
+                *(["--cancel-on-disconnect"] if stop else []),
             ],
             dict(os.environ),
         )
         stack.wait_http(f"{self.fake_url}/_fake/stats")
         database = os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{self.tmp / 'bench.sqlite3'}"
+        if database.startswith("postgres"):
+            fresh_postgres(database)
+        if cache := os.environ.get("BENCH_CACHE_URL"):
+            db_number = int(cache.rsplit("/", 1)[1] or 0)
+            assert stack.redis_url(db_number), f"no Redis at {cache}"  # flushes that database
         static_root = str(self.tmp / "static")
         self.env = stack.panel_env(
             database,
@@ -125,6 +162,20 @@ class Stack:
         )
         self.key = int(out.stdout.strip().splitlines()[-1])
         self.panel = stack.Panel(self.env, workers=workers, cpus=panel_cpus)
+        if stop:
+            self.nginx = stack.Nginx([self.panel.port], static_root)
+
+    def replies(self, ids: list[int]) -> dict[int, list]:
+        """{reply id: [status, stop_requested, length of the saved text]}, from the database."""
+        out = subprocess.run(
+            [sys.executable, "-c", REPLIES, json.dumps(ids)],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return {int(k): v for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
 
     @property
     def fake_url(self) -> str:
@@ -137,6 +188,8 @@ class Stack:
         return [int(p) for p in out.stdout.split()]
 
     def stop(self) -> None:
+        if self.nginx is not None:
+            self.nginx.stop()
         self.panel.stop()
         self.fake.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -405,75 +458,169 @@ async def idle_run(st: Stack, session: Session, n: int, hold: float) -> dict:
     return {"asked": n, "open_at_provider": opened, "errors_while_open": errors}
 
 
-async def stop_run(st: Stack, session: Session, n: int) -> dict:
-    """`n` replies started together; each is stopped (POST .../stop/, which may land on another
-    worker than the reply's) after its fifth piece: how long until the provider's stream is
-    closed."""
-    slots = [fresh() for _ in range(n)]
+def stop_path() -> str:
+    """How a Stop that lands on another worker reaches the reply's worker in this setup."""
+    if os.environ.get("BENCH_CACHE_URL"):
+        return "Redis pub/sub"
+    if (os.environ.get("BENCH_DATABASE_URL") or "").startswith("postgres"):
+        return "PostgreSQL NOTIFY"
+    return "SQLite poll"
+
+
+async def stop_run(st: Stack, session: Session, n: int, sequential: int = 0) -> dict:
+    """`n` replies of an endless provider stream started together; once every one has sent a
+    piece, each is stopped (`POST .../stop/` through nginx; it lands on whichever worker nginx
+    picks): the first `sequential` one by one (each after the last was answered, 0.1 s apart,
+    the others still running), then the rest all at once (a burst). Per reply: when the Stop was sent and answered, when the fake saw the
+    provider's stream closed, what the attached stream's `done` said and what the database
+    holds (status; `stop_requested` is set only when the Stop came from another worker)."""
+    stats_url = f"{st.fake_url}/_fake/stats"
+    tag = time.time_ns()
+    slots = [
+        {"text": f"[[endless]] stop {tag} {i}", "reply": None, "received": 0, "error": None}
+        for i in range(n)
+    ]
+    running = asyncio.Event()
+    started = 0
     limits = httpx.Limits(max_connections=2 * n + 10)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-        stats_url = f"{st.fake_url}/_fake/stats"
-        # The idle run's replies go on after their clients left (replies are jobs): wait until
-        # none is open at the provider, so that only this run's streams are timed.
-        for _ in range(240):  # at most two minutes
-            if not (await client.get(stats_url)).json()["open_streams"]:
-                break
-            await asyncio.sleep(0.5)
-        # ...and until the panel has saved them: workers quiet.
+    async with httpx.AsyncClient(timeout=60, limits=limits, verify=False) as client:
+        # Earlier sections' replies go on after their clients left (replies are jobs): wait
+        # until none is open at the provider, and the workers are quiet, so that only this
+        # run's streams are timed.
+        async with httpx.AsyncClient(timeout=10) as fake:
+            for _ in range(240):  # at most two minutes
+                if not (await fake.get(stats_url)).json()["open_streams"]:
+                    break
+                await asyncio.sleep(0.5)
         pids = st.worker_pids()
         for _ in range(120):  # at most a minute
             busy = cpu_seconds(pids)
             await asyncio.sleep(0.5)
             if cpu_seconds(pids) - busy < 0.05:
                 break
-        before = len((await client.get(stats_url)).json()["disconnect_times"])
 
         async def reply(slot: dict) -> None:
-            async with client.stream(
-                "POST",
-                f"{session.base}/ai-chat/stream/",
-                data={"message": "[[long]]", "key": st.key},
-                headers=session.headers(),
-            ) as response:
-                if response.status_code != 200:
-                    slot["errors"] += 1
-                    return
-                pieces = 0
-                async for line in response.aiter_lines():
-                    if line.startswith("data:") and '"user_message"' in line:
-                        reply_id = json.loads(line[5:])["message"]
-                    elif line.startswith("data:") and '"text"' in line:
-                        pieces += 1
-                        if pieces == 5:
-                            await stop(slot, reply_id)  # the stream then ends with `done`
-                    elif line.startswith("event: done"):
-                        slot["done"] += 1
+            nonlocal started
+            counted = False
+            try:
+                async with client.stream(
+                    "POST",
+                    f"{session.base}/ai-chat/stream/",
+                    data={"message": slot["text"], "key": st.key},
+                    headers=session.headers(),
+                ) as response:
+                    if response.status_code != 200:
+                        slot["error"] = f"HTTP {response.status_code}"
                         return
+                    event = ""
+                    async for line in response.aiter_lines():
+                        if line.startswith("event:"):
+                            event = line[6:].strip()
+                        elif line.startswith("data:"):
+                            data = json.loads(line[5:])
+                            if event == "meta":
+                                slot["reply"] = data["message"]
+                            elif event == "delta":
+                                slot["received"] += len(data["text"])
+                                if not counted:
+                                    counted = True
+                                    started += 1
+                                    if started == n:
+                                        running.set()
+                            elif event in ("done", "error"):
+                                slot["ended"] = event
+                                slot["done_status"] = data.get("status")
+                                return
+            except httpx.HTTPError as exc:
+                slot["error"] = type(exc).__name__
+            finally:
+                if not counted:
+                    started += 1
+                    if started == n:
+                        running.set()
 
-        async def stop(slot: dict, reply_id: int) -> None:
-            sent = time.time_ns()
+        async def stop(slot: dict) -> None:
+            slot["sent"] = time.time_ns()
             answer = await client.post(
-                f"{session.base}/ai-chat/messages/{reply_id}/stop/", headers=session.headers()
+                f"{session.base}/ai-chat/messages/{slot['reply']}/stop/",
+                headers=session.headers(),
             )
-            if answer.status_code == 200:
-                slot["closed_at"].append(sent)
-            else:
-                slot["errors"] += 1
+            slot["answered"] = time.time_ns()
+            if answer.status_code != 200:
+                slot["error"] = f"Stop: HTTP {answer.status_code}"
 
-        await asyncio.gather(*(reply(slot) for slot in slots), return_exceptions=True)
-        await asyncio.sleep(1.0)
-        times = (await client.get(stats_url)).json()["disconnect_times"][before:]
-    stopped = sorted(t for slot in slots for t in slot["closed_at"])
-    freed = sorted(times)
-    # Pair the k-th Stop with the k-th freed provider stream (both sorted in time).
-    delays = [(f - c) / 1e6 for c, f in zip(stopped, freed, strict=False)]
-    return {
-        "stopped": len(stopped),
-        "freed": len(freed),
-        "ended": sum(slot["done"] for slot in slots),
-        "free_p50": pct(delays, 50),
-        "free_p99": pct(delays, 99),
+        async def stop_all() -> None:
+            await asyncio.wait_for(running.wait(), 120)
+            ready = [slot for slot in slots if slot["reply"] and not slot["error"]]
+            for slot in ready[:sequential]:
+                slot["mode"] = "sequential"
+                await stop(slot)
+                await asyncio.sleep(0.1)
+            for slot in ready[sequential:]:
+                slot["mode"] = "burst"
+            await asyncio.gather(*(stop(slot) for slot in ready[sequential:]))
+
+        streams = [asyncio.create_task(reply(slot)) for slot in slots]
+        await stop_all()
+        await asyncio.wait(streams, timeout=60)
+        for task in streams:
+            task.cancel()
+        await asyncio.sleep(0.5)
+        async with httpx.AsyncClient(timeout=10) as fake:
+            closed = (await fake.get(stats_url)).json()["closed_streams"]
+    saved = st.replies([slot["reply"] for slot in slots if slot["reply"]])
+    rows = []
+    for slot in slots:
+        row = {
+            "reply": slot["reply"],
+            "error": slot["error"],
+            "received": slot["received"],
+            "ended": slot.get("ended"),
+            "done_status": slot.get("done_status"),
+            "mode": slot.get("mode"),
+        }
+        if slot["reply"] in saved:
+            status, flagged, length = saved[slot["reply"]]
+            row.update(
+                status=status, saved_chars=length, path="other worker" if flagged else "same worker"
+            )
+        if slot["text"] in closed and slot.get("answered"):
+            row["sent_to_closed_ms"] = (closed[slot["text"]] - slot["sent"]) / 1e6
+            row["answered_to_closed_ms"] = (closed[slot["text"]] - slot["answered"]) / 1e6
+            row["answer_ms"] = (slot["answered"] - slot["sent"]) / 1e6
+        rows.append(row)
+    return summarize_stops(n, rows)
+
+
+def summarize_stops(n: int, rows: list[dict]) -> dict:
+    """p50/p99 of Stop sent → provider stream closed, and Stop answered → closed, overall and by
+    the worker the Stop landed on; and whether every reply was saved `stopped`."""
+    timed = [r for r in rows if "sent_to_closed_ms" in r]
+    result = {
+        "n": n,
+        "replies": len(rows),
+        "errors": sum(1 for r in rows if r["error"]),
+        "freed": len(timed),
+        "saved_stopped": sum(1 for r in rows if r.get("status") == "stopped"),
+        "done_stopped": sum(1 for r in rows if r.get("done_status") == "stopped"),
+        # What arrived at the client is in the saved reply (it may hold a piece or two more).
+        "saved_all_received": sum(1 for r in rows if r.get("saved_chars", -1) >= r["received"] > 0),
+        "path_other_worker": stop_path(),
+        "rows": rows,
     }
+    for label, subset in (
+        ("all", timed),
+        ("same", [r for r in timed if r.get("path") == "same worker"]),
+        ("other", [r for r in timed if r.get("path") == "other worker"]),
+        ("sequential", [r for r in timed if r.get("mode") == "sequential"]),
+        ("burst", [r for r in timed if r.get("mode") == "burst"]),
+    ):
+        result[f"{label}_count"] = len(subset)
+        for key in ("sent_to_closed_ms", "answered_to_closed_ms", "answer_ms"):
+            values = [r[key] for r in subset]
+            result[f"{label}_{key}_p50"] = pct(values, 50)
+            result[f"{label}_{key}_p99"] = pct(values, 99)
+    return result
 
 
 # -- report -------------------------------------------------------------------------------------
@@ -565,7 +712,11 @@ def report(results: dict) -> str:
         "## Idle streams, and Stop",
         "",
         f"- Idle-but-open streams (slow first token): asked {idle['asked']}, open at the provider at once {idle['open_at_provider']}, errors {idle['errors_while_open']}.",
-        f"- Stop frees the provider stream (50 replies running, each stopped): p50 {ms(free['free_p50'])} ms, p99 {ms(free['free_p99'])} ms ({free['freed']} of {free['stopped']} freed).",
+        f"- Stop frees the provider stream (50 replies running; Stop through nginx; Stop sent → the fake sees the stream closed): "
+        f"10 stopped one by one: p50 {ms(free['sequential_sent_to_closed_ms_p50'])} ms, p99 {ms(free['sequential_sent_to_closed_ms_p99'])} ms; "
+        f"the other 40 at once: p50 {ms(free['burst_sent_to_closed_ms_p50'])} ms, p99 {ms(free['burst_sent_to_closed_ms_p99'])} ms; "
+        f"Stop answered → closed p99 {ms(free['all_answered_to_closed_ms_p99'])} ms "
+        f"({free['freed']} of {free['replies']} freed, {free['saved_stopped']} saved `stopped`; {free['other_count']} Stops landed on the other worker: {free['path_other_worker']}).",
         "",
         f"![added time to first token against concurrency](added_latency{'-pinned' if results.get('pinned') else ''}.png)",
         "",
@@ -623,7 +774,8 @@ async def main_async(args) -> dict:
             raise SystemExit("--pin needs at least two cores")
         panel_cpus = str(cores[-1])
         os.sched_setaffinity(0, cores[:-1])
-    st = Stack(args.workers, args.word_delay, panel_cpus)
+    only = args.stop or args.idle_only
+    st = Stack(args.workers, args.word_delay, panel_cpus, stop=not (args.quick or args.idle_only))
     try:
         session = Session(st.panel.url)
         async with httpx.AsyncClient(timeout=30) as client:
@@ -634,7 +786,31 @@ async def main_async(args) -> dict:
             "workers": args.workers,
             "word_delay": args.word_delay,
             "database": "PostgreSQL" if os.environ.get("BENCH_DATABASE_URL") else "SQLite",
+            "cache": "Redis" if os.environ.get("BENCH_CACHE_URL") else "database",
+            "load_before": os.getloadavg(),
         }
+        if st.nginx is not None:
+            # The Stop section goes through nginx over TLS, as a browser's Stop does.
+            stop_session = Session(st.nginx.url)
+            async with httpx.AsyncClient(timeout=30, verify=False) as client:
+                await stop_session.sign_in(client)
+        if args.stop:
+            results["stop_rounds"] = []
+            for round_ in range(args.rounds):
+                for n in args.stop_streams:
+                    # One reply at a time is repeated: a handful of Stops per round.
+                    for _ in range(args.single_repeats if n == 1 else 1):
+                        row = await stop_run(st, stop_session, n, min(args.stop_sequential, n // 2))
+                        row.update(round=round_, load=os.getloadavg())
+                        brief = {k: v for k, v in row.items() if k != "rows"}
+                        print("stop", json.dumps(brief), flush=True)
+                        results["stop_rounds"].append(row)
+        if args.idle_only:
+            results["idle"] = await idle_run(st, session, args.idle, args.idle_seconds)
+            print("idle", json.dumps(results["idle"]), flush=True)
+        if only:
+            results["load_after"] = os.getloadavg()
+            return results
         await concurrency_run(st, session, 5)  # warm-up: clients, connections, caches
         results["concurrency"] = []
         for n in args.streams:
@@ -649,8 +825,9 @@ async def main_async(args) -> dict:
         print("pages under load", json.dumps(results["pages_under_load"]), flush=True)
         results["idle"] = await idle_run(st, session, args.idle, args.idle_seconds)
         print("idle", json.dumps(results["idle"]), flush=True)
-        results["stop"] = await stop_run(st, session, 50)
-        print("stop", json.dumps(results["stop"]), flush=True)
+        results["stop"] = await stop_run(st, stop_session, 50, sequential=10)
+        brief = {k: v for k, v in results["stop"].items() if k != "rows"}
+        print("stop", json.dumps(brief), flush=True)
         return results
     finally:
         st.stop()
@@ -677,13 +854,34 @@ def main() -> None:
         help="concurrency and pages only, results to this file (for before/after comparisons; "
         "RESULTS.md and the plot are left alone)",
     )
+    parser.add_argument(
+        "--stop",
+        metavar="JSON",
+        help="the Stop section only (--rounds × --stop-streams), results to this file",
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--stop-streams", type=int, nargs="+", default=[1, 10, 50])
+    parser.add_argument(
+        "--stop-sequential",
+        type=int,
+        default=10,
+        help="of N running replies, this many (at most N/2) are stopped one by one, the rest at once",
+    )
+    parser.add_argument(
+        "--single-repeats", type=int, default=5, help="Stops of a lone reply per round"
+    )
+    parser.add_argument(
+        "--idle-only",
+        metavar="JSON",
+        help="the idle-but-open streams only, results to this file (before/after comparisons)",
+    )
     args = parser.parse_args()
     if args.workers is None:
         args.workers = 1 if args.pin else (os.cpu_count() or 2)
     results = asyncio.run(main_async(args))
     results["pinned"] = args.pin
-    if args.quick:
-        Path(args.quick).write_text(json.dumps(results, indent=2))
+    if out := args.quick or args.stop or args.idle_only:
+        Path(out).write_text(json.dumps(results, indent=2))
         return
     suffix = "-pinned" if args.pin else ""
     (BENCH / f"results{suffix}.json").write_text(json.dumps(results, indent=2))

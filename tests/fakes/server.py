@@ -18,7 +18,8 @@ Behaviour is chosen per request, so concurrent tests and a browser can drive it:
   of `long_words` pieces, each `t<wall-clock ns>` when sent: benchmarks measure relay delay),
   `[[error-event]]` (after the first half of the reply, an error event in the provider's own
   format, as when a provider is overloaded mid-reply), `[[scripted]]` (the reply is
-  `scripted_reply`, as a test sets it).
+  `scripted_reply`, as a test sets it), `[[endless]]` (a reply that goes on until the client
+  closes the stream, at most `endless_words` pieces whatever the request's cap: for Stop).
 
 Attachments are checked as the real APIs check them: OpenAI `image_url` parts must hold a
 `data:` URL of a PNG, JPEG, GIF or WebP whose bytes match its type, `file` parts a filename and
@@ -31,7 +32,10 @@ that does not take PDFs). With `only_max_tokens` set, an OpenAI request with
 `max_completion_tokens` gets a 400 (an OpenAI-compatible server that knows only `max_tokens` and
 refuses unknown fields, as older vLLM did).
 
-`GET /_fake/stats` answers counters and the wall-clock times (ns) at which clients went away.
+`GET /_fake/stats` answers counters and the wall-clock times (ns) at which clients went away,
+also per stream (`closed_streams`: the last paragraph of the request's last user message → the
+time; a benchmark gives each stream its own text). With `cancel_on_disconnect` a client going
+away is seen at once (aiohttp's handler cancellation), not at the next piece written.
 
 The reply to anything else is "Hello! You said: <the message>", one word per piece, each piece
 `word_delay` seconds after the last. Usage: input tokens are the words of every message sent
@@ -101,6 +105,8 @@ class FakeProviderServer:
     word_delay: float = 0.005
     slow_first_token: float = 3.0
     long_words: int = 400
+    endless_words: int = 100_000
+    cancel_on_disconnect: bool = False
     host: str = "127.0.0.1"
     port: int = 0
     requests: list[Seen] = field(default_factory=list)
@@ -109,6 +115,7 @@ class FakeProviderServer:
     open_streams: int = 0
     disconnected: threading.Event = field(default_factory=threading.Event)
     disconnect_times: list[int] = field(default_factory=list)
+    closed_streams: dict[str, int] = field(default_factory=dict)
     parts: list[Part] = field(default_factory=list)
     refuse_documents: bool = False
     # What an image is billed: a test sets what a real provider would bill a large one.
@@ -137,7 +144,12 @@ class FakeProviderServer:
             app.router.add_post("/v1/chat/completions", self.openai_chat)
             app.router.add_post("/v1/messages", self.anthropic_messages)
             app.router.add_get("/_fake/stats", self.stats)
-            self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+            self._runner = web.AppRunner(
+                app,
+                handle_signals=False,
+                access_log=None,
+                handler_cancellation=self.cancel_on_disconnect,
+            )
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.host, self.port)
             await site.start()
@@ -173,6 +185,7 @@ class FakeProviderServer:
     def reset(self) -> None:
         self.requests.clear()
         self.disconnect_times.clear()
+        self.closed_streams.clear()
         self.parts.clear()
         self.refuse_documents = False
         self.image_tokens = IMAGE_TOKENS
@@ -290,6 +303,8 @@ class FakeProviderServer:
         pieces = re.findall(r"\S+\s*", reply)
         if "[[cut]]" in text or "[[error-event]]" in text:
             pieces = pieces[: max(1, len(pieces) // 2)]
+        if "[[endless]]" in text:
+            pieces = (f"word{i} " for i in range(self.endless_words))
         self.open_streams += 1
         try:
             if "[[slow]]" in text:
@@ -301,7 +316,11 @@ class FakeProviderServer:
                 await emit(f"t{time.time_ns()} " if stamp else piece)
             return True
         except (ConnectionResetError, asyncio.CancelledError):
-            self.disconnect_times.append(time.time_ns())
+            now = time.time_ns()
+            self.disconnect_times.append(now)
+            self.closed_streams[text] = now
+            if len(self.closed_streams) > 5000:
+                del self.closed_streams[next(iter(self.closed_streams))]
             self.disconnects += 1
             self.disconnected.set()
             raise
@@ -317,6 +336,7 @@ class FakeProviderServer:
                 "completed_streams": self.completed_streams,
                 "disconnects": self.disconnects,
                 "disconnect_times": self.disconnect_times[-5000:],
+                "closed_streams": self.closed_streams,
             }
         )
 
@@ -757,6 +777,11 @@ if (
     parser.add_argument("--word-delay", type=float, default=0.05)
     parser.add_argument("--long-words", type=int, default=400)
     parser.add_argument("--slow-first-token", type=float, default=3.0)
+    parser.add_argument(
+        "--cancel-on-disconnect",
+        action="store_true",
+        help="see a client go away at once, not at the next piece (Stop timings)",
+    )
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -765,6 +790,7 @@ if (
         word_delay=args.word_delay,
         long_words=args.long_words,
         slow_first_token=args.slow_first_token,
+        cancel_on_disconnect=args.cancel_on_disconnect,
     )
     # Keep no per-request log in long runs.
     server.requests = type("Forget", (list,), {"append": lambda self, item: None})()
