@@ -11,8 +11,11 @@ Across processes and servers:
   flagged `stop_requested` and the flag is announced: through Redis pub/sub when the cache is
   Redis, PostgreSQL's NOTIFY on PostgreSQL; each process listens (one subscription per
   process). On SQLite, or while a listener is down, the process running the reply finds the
-  flag with one query for all its running replies every `CHAT_STOP_POLL_SECONDS` (0.1 s); with
-  a listener that poll is only a fallback, once a checkpoint.
+  flag with one query for all its running replies every `CHAT_STOP_POLL_SECONDS` (0.05 s); with
+  a listener that poll is only a fallback, once a checkpoint. On SQLite (one machine: every
+  process sees the database's folder) a Stop also touches a file beside the database, and the
+  poll's query runs only when that file has changed since the last one (a stat, every tick) or
+  at a checkpoint: a query per tick cost a one-reply worker about a third of its CPU.
 - Progress: with Redis, each reply's pieces go to a Redis stream (`bsepar:reply:<id>`, XADD,
   coalesced while the last one is being written), which a client attached on another process
   reads from its start (`events_from_redis`). Without Redis, that client reads the database:
@@ -37,6 +40,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -53,6 +57,7 @@ from ai_chat import services
 from ai_chat.models import Message, Role, Status
 from api_manager.providers import ProviderError, ProviderTimeout, ToolCall, Usage, get_provider
 from core import db
+from core.sqlite.base import _is_memory
 
 logger = logging.getLogger(__name__)
 
@@ -284,6 +289,30 @@ def _announce_stop(message_id: int) -> None:
     elif connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_notify(%s, %s)", [STOP_CHANNEL, str(message_id)])
+    if signal := _stop_signal():
+        # After the flag's UPDATE (autocommit): a poll that sees the file changed finds it
+        # (also with Redis: the poll is the fallback while the listener is down).
+        with open(signal, "ab"):
+            pass
+        os.utime(signal)
+
+
+def _stop_signal() -> str | None:
+    """SQLite: the file a Stop touches, beside the database (as its writers' lock is), so that
+    a process's poll is a stat until there is a Stop to find; None for an in-memory database
+    or another engine."""
+    if connection.vendor != "sqlite":
+        return None
+    name = str(connection.settings_dict["NAME"])
+    return None if _is_memory(name) else f"{name}-stop.signal"
+
+
+def _signal_stamp(signal: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(signal)
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
 
 
 def _stop_announced(payload: bytes | str) -> None:
@@ -410,6 +439,9 @@ async def _pump_loop() -> None:
     """While this process runs replies: look for Stop requests every CHAT_STOP_POLL_SECONDS
     and checkpoint their text every CHAT_CHECKPOINT_SECONDS, each in one batch."""
     last_checkpoint = time.monotonic()
+    signal = _stop_signal()
+    # The signal file as last seen; unknown at first, so the first tick queries.
+    seen: tuple[int, int] | None | bool = False
     while _jobs:
         await asyncio.sleep(settings.CHAT_STOP_POLL_SECONDS)
         jobs = [job for job in _jobs.values() if not job._saving]
@@ -417,6 +449,7 @@ async def _pump_loop() -> None:
             continue
         checkpoints: list[tuple[int, str]] = []
         checkpoint = time.monotonic() - last_checkpoint >= settings.CHAT_CHECKPOINT_SECONDS
+        stamp = _signal_stamp(signal) if signal else None
         if checkpoint:
             last_checkpoint = time.monotonic()
             for job in jobs:
@@ -425,6 +458,9 @@ async def _pump_loop() -> None:
                     job.checkpointed = job.length
         elif _listening:
             continue  # Stop arrives through the listener; the poll is a fallback
+        elif signal and stamp == seen:
+            continue  # no Stop since the last query (SQLite's signal file)
+        seen = stamp
         try:
             stopped = await db.run(_poll, [job.reply_id for job in jobs], checkpoints)
         except Exception:

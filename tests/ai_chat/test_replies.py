@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connections
+from asgiref.sync import sync_to_async
+from django.db import connection, connections
 
-from ai_chat import services
+from ai_chat import jobs, services
 from ai_chat.models import Message, Role, Status
 from tests.ai_chat.helpers import STREAM, client_for, parse_events, read_all, stream
 from tests.ai_chat.test_stream import key_for, wait_until_saved
@@ -325,3 +327,34 @@ async def test_at_shutdown_a_client_watching_another_process_reply_is_let_go(ali
             await anext(events)
     finally:
         await jobs.shutdown(0)
+
+
+@pytest.mark.skipif(
+    not connection.vendor == "sqlite", reason="SQLite's Stop signal file (PostgreSQL listens)"
+)
+async def test_on_sqlite_the_stop_poll_queries_only_after_a_stop(
+    alice, fake, settings, monkeypatch
+):
+    """Without a listener, each tick of the poll is a stat of the file a Stop touches; the
+    query for Stop flags runs at the first tick, at checkpoints, and once the file changed.
+    A Stop flagged by another process (its `_flag_stop`) still ends the reply at the next tick."""
+    settings.CHAT_STOP_POLL_SECONDS = 0.02
+    settings.CHAT_CHECKPOINT_SECONDS = 3600
+    fake.word_delay = 0.02
+    fake.long_words = 1500  # 30 s: it is stopped long before
+    polls = []
+    real_poll = jobs._poll
+
+    def counting_poll(*args):
+        polls.append(time.monotonic())
+        return real_poll(*args)
+
+    monkeypatch.setattr(jobs, "_poll", counting_poll)
+    chunks, meta = await long_reply_under_way(alice, fake)
+    await asyncio.sleep(0.6)  # about 30 ticks
+    assert len(polls) <= 2, len(polls)
+    flagged_at = time.monotonic()
+    await sync_to_async(jobs._flag_stop)(alice, meta["message"])  # as another process would
+    reply = await wait_until_saved(meta["message"])
+    assert reply.status == Status.STOPPED
+    assert polls[-1] > flagged_at and polls[-1] - flagged_at < 0.5
