@@ -101,7 +101,9 @@ class AnthropicProvider(Provider):
             base_url=self.config.base_url or None,
             timeout=anthropic.Timeout(self.config.timeout, connect=min(10.0, self.config.timeout)),
             max_retries=self.config.max_retries,
-            http_client=netguard.http_client(anthropic.DefaultAsyncHttpxClient),
+            http_client=netguard.http_client(
+                anthropic.DefaultAsyncHttpxClient, anthropic.DEFAULT_CONNECTION_LIMITS
+            ),
         )
 
     def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:

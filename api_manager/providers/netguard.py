@@ -205,8 +205,15 @@ def _netloc(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def http_client(client_class: type[httpx2.AsyncClient] = httpx2.AsyncClient) -> httpx2.AsyncClient:
+def http_client(
+    client_class: type[httpx2.AsyncClient] = httpx2.AsyncClient,
+    limits: httpx2.Limits | None = None,
+) -> httpx2.AsyncClient:
     """An HTTP client for an SDK's documented `http_client=` argument, connecting only to
     checked addresses. `client_class` is the SDK's DefaultAsyncHttpxClient, so its defaults
-    (timeouts, connection limits, redirects) stay as the SDK expects."""
-    return client_class(transport=GuardedTransport())
+    (timeouts, redirects) stay as the SDK expects; `limits` is the SDK's
+    DEFAULT_CONNECTION_LIMITS: a client given its own transport leaves its `limits` unused,
+    so the transport takes them (else httpx's own: 100 connections, so a worker's 101st
+    reply on one key waited in the pool for another to end)."""
+    transport = GuardedTransport(limits=limits) if limits else GuardedTransport()
+    return client_class(transport=transport)

@@ -118,7 +118,9 @@ class OpenAIProvider(Provider):
             base_url=self.config.base_url or None,
             timeout=openai.Timeout(self.config.timeout, connect=min(10.0, self.config.timeout)),
             max_retries=self.config.max_retries,
-            http_client=netguard.http_client(openai.DefaultAsyncHttpxClient),
+            http_client=netguard.http_client(
+                openai.DefaultAsyncHttpxClient, openai.DEFAULT_CONNECTION_LIMITS
+            ),
         )
 
     def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -239,3 +240,28 @@ async def test_usage_the_provider_has_not_reported_is_none_not_zero(fake, name):
         assert usages == []
     else:
         assert usages == [Usage(input_tokens=3, output_tokens=None)]
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+async def test_one_client_holds_more_than_a_hundred_streams_at_once(fake, name):
+    """One key's client takes as many streams at once as its SDK allows (the SDK's
+    DEFAULT_CONNECTION_LIMITS, 1,000), not httpx's default pool of 100 that a client given its
+    own transport falls back to (then the 101st reply of a worker waited for another to end)."""
+    fake.slow_first_token = 8.0  # none ends while they are counted
+    provider = provider_for(fake, name, timeout=30)
+    marker = f"[[slow]] hold {name}"
+    tasks = [asyncio.create_task(collect(provider, marker)) for _ in range(120)]
+
+    def arrived() -> int:
+        return sum(marker in json.dumps(request.body) for request in list(fake.requests))
+
+    try:
+        for _ in range(120):  # up to 6 s
+            if arrived() >= 120:
+                break
+            await asyncio.sleep(0.05)
+        assert arrived() == 120
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
