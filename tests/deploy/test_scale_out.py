@@ -86,7 +86,10 @@ def test_nginx_passes_the_stream_through_without_buffering(servers, alice, fake)
     first_delta = next(at for at, name in events if name == "delta")
     assert [name for _, name in events][-1] == "done"
     assert total > 1.5
-    assert first_delta < 0.5, (first_delta, total)
+    # Unbuffered: the first words arrive while the provider is still writing the rest (about
+    # two seconds of them), not with the end. (Timed from the first delta, not from the POST:
+    # a loaded machine's turn start does not make nginx look buffered.)
+    assert total - first_delta > 1.2, (first_delta, total)
     # Static files are nginx's own: immutable caching, precompressed.
     with browser(proxy.url) as client:
         page = client.get("/login/").text
