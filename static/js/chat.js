@@ -4,8 +4,8 @@
 // once per animation frame; when it is done, the server's sanitized HTML replaces it. The reply
 // is generated on the server whether or not this page stays: Stop asks the server to stop it
 // (replies.js), and a dropped stream is followed again from the last event id received.
-// A send with files goes up through XMLHttpRequest, which reports upload progress (fetch does
-// not); its answer is read as it arrives and goes through the same SSE parser.
+// A send with files goes up through window.panel.upload, which reports upload progress (fetch
+// does not); its answer is read as it arrives and goes through the same SSE parser.
 // Edit (data-action="edit") turns a user message into an editor; sending it posts `edit`
 // with the message's id and `drop_attachments` for the files removed from it.
 "use strict";
@@ -291,74 +291,6 @@
     }
   }
 
-  // POST `body` with XMLHttpRequest, calling onUpload(fraction) as the bytes go up. Resolves
-  // like fetch: a refusal as a Response (so it is read like any other), a stream as an object
-  // whose `textChunks` yields the text as it arrives. Rejects with TypeError when the panel is
-  // not reached and AbortError when `signal` aborts.
-  function postWithProgress(url, body, signal, onUpload) {
-    return new Promise((resolve, reject) => {
-      const xhr = new XMLHttpRequest();
-      const waiting = [];
-      let seen = 0;
-      let ended = false;
-      let failure = null;
-      let wake = null;
-      let streaming = false;
-      const contentType = () => xhr.getResponseHeader("Content-Type") || "";
-      function take() {
-        if (!streaming) return;
-        const text = xhr.responseText.slice(seen);
-        seen = xhr.responseText.length;
-        if (text) waiting.push(text);
-        if (wake) wake();
-      }
-      async function* chunks() {
-        for (;;) {
-          if (waiting.length) yield waiting.shift();
-          else if (failure) throw failure;
-          else if (ended) return;
-          else await new Promise((r) => { wake = r; });
-          wake = null;
-        }
-      }
-      function fail(error) {
-        failure = error;
-        if (streaming) { if (wake) wake(); } else reject(error);
-      }
-      xhr.open("POST", url);
-      xhr.setRequestHeader("X-CSRFToken", window.panel.csrfToken());
-      xhr.setRequestHeader("Accept", "text/event-stream");
-      xhr.upload.addEventListener("progress", (event) => {
-        if (event.lengthComputable) onUpload(event.loaded / event.total);
-      });
-      xhr.addEventListener("readystatechange", () => {
-        if (xhr.readyState !== XMLHttpRequest.HEADERS_RECEIVED) return;
-        if (xhr.status === 200 && contentType().startsWith("text/event-stream")) {
-          streaming = true;
-          resolve({
-            ok: true, status: 200, headers: { get: (name) => xhr.getResponseHeader(name) },
-            textChunks: chunks(),
-          });
-        }
-      });
-      xhr.addEventListener("progress", take);
-      xhr.addEventListener("load", () => {
-        take();
-        ended = true;
-        if (wake) wake();
-        if (!streaming) {
-          resolve(new Response(xhr.responseText, {
-            status: xhr.status || 502, headers: { "Content-Type": contentType() },
-          }));
-        }
-      });
-      xhr.addEventListener("error", () => fail(new TypeError("The panel could not be reached.")));
-      xhr.addEventListener("abort", () => fail(new DOMException("Stopped", "AbortError")));
-      signal.addEventListener("abort", () => xhr.abort());
-      xhr.send(body);
-    });
-  }
-
   // The articles from `article` to the end of the thread: the branch an edit replaces.
   function branchFrom(article) {
     const nodes = [];
@@ -442,7 +374,9 @@
     const withFiles = body.has("files");
     try {
       const response = withFiles
-        ? await postWithProgress(form.action, body, controller.signal, (f) => window.chatAttachments?.progress(f))
+        ? await window.panel.upload(form.action, {
+            body, signal: controller.signal, onUpload: (f) => window.chatAttachments?.progress(f),
+          })
         : await window.panel.post(form.action, { body, accept: "text/event-stream", signal: controller.signal });
       answered = true;
       if (fresh) window.chatAttachments?.uploaded(sentBubble, response.ok);

@@ -32,6 +32,73 @@ window.panel = {
   get(url, options = {}) {
     return window.panel.post(url, { ...options, method: "GET" });
   },
+  // POST `body` (FormData) with XMLHttpRequest, calling onUpload(fraction) as the bytes go up
+  // (fetch reports no upload progress). Resolves like post(): a refusal as a Response (so it is read like any other), a stream as an object
+  // whose `textChunks` yields the text as it arrives. Rejects with TypeError when the panel is
+  // not reached and AbortError when `signal` aborts.
+  upload(url, { body, signal, onUpload }) {
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      const waiting = [];
+      let seen = 0;
+      let ended = false;
+      let failure = null;
+      let wake = null;
+      let streaming = false;
+      const contentType = () => xhr.getResponseHeader("Content-Type") || "";
+      function take() {
+        if (!streaming) return;
+        const text = xhr.responseText.slice(seen);
+        seen = xhr.responseText.length;
+        if (text) waiting.push(text);
+        if (wake) wake();
+      }
+      async function* chunks() {
+        for (;;) {
+          if (waiting.length) yield waiting.shift();
+          else if (failure) throw failure;
+          else if (ended) return;
+          else await new Promise((r) => { wake = r; });
+          wake = null;
+        }
+      }
+      function fail(error) {
+        failure = error;
+        if (streaming) { if (wake) wake(); } else reject(error);
+      }
+      xhr.open("POST", url);
+      xhr.setRequestHeader("X-CSRFToken", window.panel.csrfToken());
+      xhr.setRequestHeader("Accept", "text/event-stream");
+      xhr.upload.addEventListener("progress", (event) => {
+        if (event.lengthComputable) onUpload(event.loaded / event.total);
+      });
+      xhr.addEventListener("readystatechange", () => {
+        if (xhr.readyState !== XMLHttpRequest.HEADERS_RECEIVED) return;
+        if (xhr.status === 200 && contentType().startsWith("text/event-stream")) {
+          streaming = true;
+          resolve({
+            ok: true, status: 200, headers: { get: (name) => xhr.getResponseHeader(name) },
+            textChunks: chunks(),
+          });
+        }
+      });
+      xhr.addEventListener("progress", take);
+      xhr.addEventListener("load", () => {
+        take();
+        ended = true;
+        if (wake) wake();
+        if (!streaming) {
+          resolve(new Response(xhr.responseText, {
+            status: xhr.status || 502, headers: { "Content-Type": contentType() },
+          }));
+        }
+      });
+      xhr.addEventListener("error", () => fail(new TypeError("The panel could not be reached.")));
+      xhr.addEventListener("abort", () => fail(new DOMException("Stopped", "AbortError")));
+      signal.addEventListener("abort", () => xhr.abort());
+      xhr.send(body);
+    });
+  },
   // The `error` of a JSON refusal, or null when the answer is not JSON (a proxy's error page).
   async errorOf(response) {
     try {

@@ -22,6 +22,8 @@ def test_every_request_goes_through_the_one_helper_in_panel_js():
     assert not any(calls.values()), calls
     for name, text in page_scripts().items():
         assert "X-CSRFToken" not in text or name == "panel.js", name
+        # Uploads with progress (XMLHttpRequest) too: window.panel.upload.
+        assert "XMLHttpRequest" not in text or name == "panel.js", name
 
 
 def test_no_script_spells_out_a_panel_address():
