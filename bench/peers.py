@@ -150,7 +150,7 @@ def add_peer_location(nginx: stack.Nginx, port: int) -> None:
     }}
 
 """
-    anchor = "    # The chat stream: nothing may buffer it"
+    anchor = "    # The chat stream (POST /ai-chat/stream/)"
     assert anchor in text, "deploy/nginx.conf changed: update bench/peers.py"
     conf.write_text(text.replace(anchor, location + anchor, 1))
     subprocess.run(
