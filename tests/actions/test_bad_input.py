@@ -10,16 +10,11 @@ from django.test import Client
 
 from ai_chat.actions import query
 from ai_chat.models import ActionLog, Conversation, Message, Role
-from tests.conftest import signed_in, user_with_permissions
+from tests.conftest import signed_in
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "readonly"])
 QUERY = "/api/actions/query/"
 DEEP = "[" * 100_000 + "]" * 100_000
-
-
-@pytest.fixture
-def operator(db):
-    return user_with_permissions("olga", "run_query", "write_files")
 
 
 @pytest.fixture

@@ -18,20 +18,6 @@ from tests.conftest import signed_in, user_with_permissions
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "readonly"])
 
 
-@pytest.fixture
-def operator(db):
-    return user_with_permissions("olga", "run_query", "write_files")
-
-
-@pytest.fixture
-def workspace(tmp_path, settings):
-    root = tmp_path / "ws"
-    root.mkdir()
-    (root / "notes.md").write_text("# Notes\n")
-    settings.FILE_ACTIONS_ROOT = str(root)
-    return root
-
-
 def undo(user, change_id):
     return signed_in(user).post(
         f"/api/actions/changes/{change_id}/undo/", "{}", content_type="application/json"

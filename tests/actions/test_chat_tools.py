@@ -9,24 +9,10 @@ from asgiref.sync import sync_to_async
 
 from ai_chat.models import ActionLog, Conversation, FileChange, Message, Role
 from tests.ai_chat.helpers import client_for, stream
-from tests.conftest import make_key, signed_in, user_with_permissions
+from tests.conftest import make_key, signed_in
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "readonly"])
 PROVIDERS = ["openai", "anthropic"]
-
-
-@pytest.fixture
-def operator(db):
-    return user_with_permissions("olga", "run_query", "write_files")
-
-
-@pytest.fixture
-def workspace(tmp_path, settings):
-    root = tmp_path / "ws"
-    root.mkdir()
-    (root / "notes.md").write_text("# Notes\n")
-    settings.FILE_ACTIONS_ROOT = str(root)
-    return root
 
 
 async def decide(user, url, decision):

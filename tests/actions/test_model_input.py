@@ -12,16 +12,11 @@ from asgiref.sync import sync_to_async
 from ai_chat.actions.cards import CALL_ID
 from ai_chat.models import Conversation, Message, Role
 from tests.ai_chat.helpers import client_for, stream
-from tests.conftest import make_key, signed_in, user_with_permissions
+from tests.conftest import make_key, signed_in
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "readonly"])
 PROVIDERS = ["openai", "anthropic"]
 QUERY = json.dumps({"code": "Message.objects.count()"})
-
-
-@pytest.fixture
-def operator(db):
-    return user_with_permissions("olga", "run_query", "write_files")
 
 
 async def page(user, conversation_id):
