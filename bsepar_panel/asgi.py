@@ -22,6 +22,12 @@ django_application = get_asgi_application()
 # reply of every fresh worker waited for).
 get_resolver().url_patterns  # noqa: B018
 
+# Likewise the provider clients' TLS context and HTTP stack, which the first reply's client
+# would otherwise build and import (api_manager.providers.warm_up; the apps are loaded now).
+from api_manager import providers  # noqa: E402
+
+providers.warm_up()
+
 
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Django's handler, and the lifespan protocol it rejects: on shutdown (a graceful restart)
