@@ -421,7 +421,8 @@
           addRegenerate(reply.article);
         } else if (name === "error") {
           finished = true;
-          reply.article.className = "msg assistant live error";
+          // Ended: no longer `live`, so Stop and Esc go to the next reply, not this one.
+          reply.article.className = "msg assistant error";
           reply.meta.textContent = "";
           const said = element("span", "status-error", data.message);
           said.dir = "auto"; // an English provider error keeps its full stop at its end in Persian
@@ -439,7 +440,7 @@
       }
     } catch (err) {
       if (err.name === "AbortError") {
-        reply.article.className = "msg assistant live stopped";
+        reply.article.className = "msg assistant stopped";
         reply.meta.textContent = strings.stopped;
         addRegenerate(reply.article);
       } else if (!answered) {

@@ -237,3 +237,16 @@ def test_a_graceful_restart_mid_reply_the_open_pages_reattach_and_show_the_reply
                 page_a.watch.errors + page_b.watch.errors
             )
             print(f"{ending}: both pages ended {took:.1f} s after the HUP")  # seen with -s
+            # The reply has ended: no Stop is offered for it on either page.
+            assert page_a.is_hidden("#chat-stop") and page_b.is_hidden("#chat-stop")
+            # Page A's next reply (on A's new workers) is the one its Stop stops.
+            page_a.fill("#chat-input", "[[long]] again")
+            page_a.keyboard.press("Enter")
+            following = page_a.wait_for_selector(
+                f"article[data-role=assistant][data-message-id]:not([data-message-id='{reply_id}'])"
+            )
+            page_a.wait_for_function("(n) => window.__texts.length > n", arg=len(result_a["texts"]))
+            page_a.click("#chat-stop")
+            page_a.wait_for_selector("article[data-role=assistant].stopped")
+            again = Message.objects.get(pk=int(following.get_attribute("data-message-id")))
+            assert again.status == Status.STOPPED
