@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -128,14 +130,22 @@ def ended(page) -> dict:
     )
 
 
-def assert_shown_once(result: dict, content: str) -> None:
-    """Each text the page showed while the reply grew was a beginning of the saved reply
-    (nothing repeated, nothing out of place), and what it shows at the end is the whole saved
-    reply (nothing lost)."""
+def assert_shown_once(result: dict, shown_words: list[str]) -> None:
+    """Each text the page showed while the reply grew was a beginning of the saved reply as
+    shown (nothing repeated, nothing out of place), and what it shows at the end is the whole
+    saved reply (nothing lost)."""
     assert result["texts"], "the page showed no live text"
     for text in result["texts"]:
-        assert words(content)[: len(words(text))] == words(text), (text[-80:], content[-80:])
-    assert words(result["text"]) == words(content), (result["text"][-80:], content[-80:])
+        assert shown_words[: len(words(text))] == words(text), (text[-80:], shown_words[-8:])
+    assert words(result["text"]) == shown_words, (result["text"][-80:], shown_words[-8:])
+
+
+def assert_ended_as_sent(page) -> None:
+    """The followed reply's line under it ends as that of a reply the page sent: its usage,
+    then one Regenerate."""
+    meta = page.inner_text("article[data-role=assistant]:last-of-type .meta")
+    assert re.match(r"\d+ → \d+ tokens", meta), meta
+    assert meta.count("Regenerate") == 1 and "· ·" not in meta, meta
 
 
 def stream_requests(page, reply_id: int) -> list:
@@ -171,8 +181,51 @@ def test_a_page_reloaded_mid_reply_shows_it_live_and_complete(static_root, alice
             reply = Message.objects.get(pk=reply_id)
             assert reply.status == Status.COMPLETE
             assert "complete" in result["end"]["className"]
-            assert_shown_once(result, reply.content)
+            assert_shown_once(result, words(reply.content))
+            assert_ended_as_sent(page)
+            # The thread followed the reply down as it grew: its end is in sight.
+            assert page.evaluate(
+                "() => { const list = document.getElementById('messages');"
+                " return list.scrollHeight > list.clientHeight"
+                " && list.scrollHeight - list.scrollTop - list.clientHeight < 2; }"
+            )
             assert page.watch.errors == []
+
+
+def children(pid: int) -> set[int]:
+    return {int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def test_a_dropped_connection_mid_reply_the_page_follows_it_again_and_shows_it_once(
+    static_root, alice, fake
+):
+    """The page's own stream is cut (nginx's worker dies; its master starts another): the reply
+    goes on on the server, and the page follows it again from the last id it received. The
+    reply is Markdown (bold words): the page goes on from the text it received, not from what
+    its rendering shows, and renders it as it did before the cut."""
+    fake.word_delay = 0.02  # six seconds of reply
+    fake.scripted_reply = " ".join(f"**w{i}**" for i in range(300))
+    make_key(alice, fake)
+    with stack.served(static_root, ALLOWED_HOSTS=ALLOWED) as site:
+        with chromium_at({HOSTS[0]: urlsplit(site.url).port}) as browser:
+            page = new_page(browser)
+            sign_in(page, HOSTS[0])
+            reply_id = send(page, HOSTS[0], "[[scripted]]")
+            followed = stream_requests(page, reply_id)
+            shown(page, 60)
+            for worker in children(site.proxy.proc.pid):
+                os.kill(worker, signal.SIGKILL)
+            result = ended(page)
+            screenshot(page, "reattach-dropped-complete")
+            reply = Message.objects.get(pk=reply_id)
+            assert reply.status == Status.COMPLETE
+            assert "complete" in result["end"]["className"]
+            assert_shown_once(result, [word.strip("*") for word in words(reply.content)])
+            assert_ended_as_sent(page)
+            assert followed, "the page did not follow the reply again"
+            resumed = followed[0].all_headers().get("last-event-id") or followed[0].url
+            assert int(resumed.rsplit("=", 1)[-1]) > 0, resumed
+            assert page.is_hidden("#chat-stop")
 
 
 @pytest.mark.parametrize("ending", ["complete", "interrupted"])
@@ -219,16 +272,19 @@ def test_a_graceful_restart_mid_reply_the_open_pages_reattach_and_show_the_reply
             if ending == "complete":
                 assert reply.status == Status.COMPLETE
                 assert reply.content == " ".join(f"word{i}" for i in range(400))
-                for result in (result_a, result_b):
+                for page, result in ((page_a, result_a), (page_b, result_b)):
                     assert "complete" in result["end"]["className"]
+                    assert_ended_as_sent(page)
             else:
                 assert reply.status == Status.ERROR and "interrupted" in reply.error_message
                 assert reply.content.startswith("word0")
-                for result in (result_a, result_b):
+                for page, result in ((page_a, result_a), (page_b, result_b)):
                     assert "error" in result["end"]["className"]
                     assert reply.error_message in result["end"]["meta"]
+                    meta = page.inner_text("article[data-role=assistant]:last-of-type .meta")
+                    assert meta.count("Regenerate") == 1 and "· ·" not in meta, meta
             for result in (result_a, result_b):
-                assert_shown_once(result, reply.content)
+                assert_shown_once(result, words(reply.content))
             # Page B re-attached by itself, from the last id it had received.
             assert len(reattached) >= 2, [r.url for r in reattached]
             resumed = reattached[-1].all_headers().get("last-event-id")
