@@ -306,3 +306,65 @@ def test_a_graceful_restart_mid_reply_the_open_pages_reattach_and_show_the_reply
             page_a.wait_for_selector("article[data-role=assistant].stopped")
             again = Message.objects.get(pk=int(following.get_attribute("data-message-id")))
             assert again.status == Status.STOPPED
+
+
+def test_a_server_down_when_the_page_reconnects_the_page_follows_again_once_it_is_back(
+    static_root, alice, fake, monkeypatch
+):
+    """A page follows, through server B, a reply that runs on server A; B goes down hard (its
+    processes killed: a crash, or a restart that cuts streams). The page's reconnection is
+    answered by nginx with 502, after which EventSource gives up for good; the page must not:
+    once B is back on its port, it follows the reply again from its last id, to the end."""
+    from django.db import connection
+
+    fake.word_delay = 0.05  # twenty seconds of reply
+    make_key(alice, fake)
+    with stack.served(static_root, servers=2, ALLOWED_HOSTS=ALLOWED) as site:
+        ports = {host: urlsplit(site.server_url(i)).port for i, host in enumerate(HOSTS)}
+        with chromium_at(ports) as browser:
+            page_a = new_page(browser)
+            sign_in(page_a, HOSTS[0])
+            reply_id = send(page_a, HOSTS[0], "[[long]]")
+            shown(page_a, 20)
+            page_b = new_page(browser, page_a.context.cookies(), HOSTS[1])
+            follows = stream_requests(page_b, reply_id)
+            statuses: list[int] = []
+            page_b.on(
+                "response",
+                lambda r: statuses.append(r.status) if f"/stream/{reply_id}/" in r.url else None,
+            )
+            conversation = Message.objects.get(pk=reply_id).conversation_id
+            page_b.goto(f"https://{HOSTS[1]}/ai-chat/c/{conversation}/")
+            page_b.evaluate(RECORD)
+            shown(page_b, 60)
+            down = site.panels[1]
+            os.killpg(down.proc.pid, signal.SIGKILL)
+            down.proc.wait(10)
+            page_b.wait_for_timeout(100)
+            deadline = time.monotonic() + 30
+            while 502 not in statuses and time.monotonic() < deadline:
+                page_b.wait_for_timeout(100)
+            assert 502 in statuses, statuses
+            asked = len(follows)
+            # B back on the same port (nginx's upstream for it).
+            monkeypatch.setattr(stack, "free_port", lambda: down.port)
+            env = stack.panel_env(
+                stack.database_url(connection.settings_dict),
+                None,
+                static_root,
+                ALLOWED_HOSTS=ALLOWED,
+            )
+            back = stack.Panel(env)
+            try:
+                result = ended(page_b)
+                screenshot(page_b, "reattach-server-back-complete")
+            finally:
+                back.stop()
+            reply = Message.objects.get(pk=reply_id)
+            assert reply.status == Status.COMPLETE
+            assert "complete" in result["end"]["className"]
+            assert_shown_once(result, words(reply.content))
+            assert_ended_as_sent(page_b)
+            assert len(follows) > asked
+            resumed = follows[-1].all_headers().get("last-event-id") or follows[-1].url
+            assert int(resumed.rsplit("=", 1)[-1]) > 0, resumed
