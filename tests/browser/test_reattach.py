@@ -241,7 +241,7 @@ def test_a_graceful_restart_mid_reply_the_open_pages_reattach_and_show_the_reply
     not and is saved as interrupted with what arrived, which both pages show with the reason.
     Either way each page assembled exactly the saved text."""
     if ending == "complete":
-        fake.word_delay = 0.02  # eight seconds of reply, well within the grace
+        fake.word_delay = 0.04  # sixteen seconds of reply, well within the grace
         grace = {"CHAT_SHUTDOWN_SECONDS": "40", "GUNICORN_GRACEFUL_TIMEOUT": "60"}
     else:
         fake.word_delay = 0.1  # forty seconds of reply, longer than the grace
@@ -261,6 +261,8 @@ def test_a_graceful_restart_mid_reply_the_open_pages_reattach_and_show_the_reply
             page_b.goto(f"https://{HOSTS[1]}/ai-chat/c/{conversation}/")
             page_b.evaluate(RECORD)
             shown(page_b, 60)
+            # Still generating: the restart comes mid-reply (on a slow machine, a longer reply).
+            assert Message.objects.get(pk=reply_id).status == Status.STREAMING
             for panel in site.panels:
                 panel.proc.send_signal(signal.SIGHUP)
             signalled = time.monotonic()
