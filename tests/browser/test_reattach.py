@@ -228,6 +228,34 @@ def test_a_dropped_connection_mid_reply_the_page_follows_it_again_and_shows_it_o
             assert page.is_hidden("#chat-stop")
 
 
+def on_both_servers(browser) -> tuple:
+    """Page A sends a long reply through server A; page B, the same user's second tab, opens
+    its conversation through server B and shows the reply live. Returns page A, page B, the
+    reply's id, and page B's requests to follow the reply and the statuses of their answers,
+    as they go."""
+    page_a = new_page(browser)
+    sign_in(page_a, HOSTS[0])
+    reply_id = send(page_a, HOSTS[0], "[[long]]")
+    shown(page_a, 20)
+    page_b = new_page(browser, page_a.context.cookies(), HOSTS[1])
+    follows = stream_requests(page_b, reply_id)
+    statuses: list[int] = []
+    page_b.on(
+        "response",
+        lambda r: statuses.append(r.status) if f"/stream/{reply_id}/" in r.url else None,
+    )
+    conversation = Message.objects.get(pk=reply_id).conversation_id
+    page_b.goto(f"https://{HOSTS[1]}/ai-chat/c/{conversation}/")
+    page_b.evaluate(RECORD)
+    shown(page_b, 60)
+    return page_a, page_b, reply_id, follows, statuses
+
+
+def ports_of(site: stack.Served) -> dict[str, int]:
+    """Each test host name → nginx's TLS port for that app server alone."""
+    return {host: urlsplit(site.server_url(i)).port for i, host in enumerate(HOSTS)}
+
+
 @pytest.mark.parametrize("ending", ["complete", "interrupted"])
 def test_a_graceful_restart_mid_reply_the_open_pages_reattach_and_show_the_reply(
     ending, static_root, alice, fake
@@ -248,19 +276,8 @@ def test_a_graceful_restart_mid_reply_the_open_pages_reattach_and_show_the_reply
         grace = {"CHAT_SHUTDOWN_SECONDS": "1", "GUNICORN_GRACEFUL_TIMEOUT": "20"}
     make_key(alice, fake)
     with stack.served(static_root, servers=2, ALLOWED_HOSTS=ALLOWED, **grace) as site:
-        ports = {host: urlsplit(site.server_url(i)).port for i, host in enumerate(HOSTS)}
-        with chromium_at(ports) as browser:
-            page_a = new_page(browser)
-            sign_in(page_a, HOSTS[0])
-            reply_id = send(page_a, HOSTS[0], "[[long]]")
-            shown(page_a, 20)
-            # The same user's second tab, on server B.
-            page_b = new_page(browser, page_a.context.cookies(), HOSTS[1])
-            reattached = stream_requests(page_b, reply_id)
-            conversation = Message.objects.get(pk=reply_id).conversation_id
-            page_b.goto(f"https://{HOSTS[1]}/ai-chat/c/{conversation}/")
-            page_b.evaluate(RECORD)
-            shown(page_b, 60)
+        with chromium_at(ports_of(site)) as browser:
+            page_a, page_b, reply_id, reattached, _ = on_both_servers(browser)
             # Still generating: the restart comes mid-reply (on a slow machine, a longer reply).
             assert Message.objects.get(pk=reply_id).status == Status.STREAMING
             for panel in site.panels:
@@ -322,23 +339,8 @@ def test_a_server_down_when_the_page_reconnects_the_page_follows_again_once_it_i
     fake.word_delay = 0.05  # twenty seconds of reply
     make_key(alice, fake)
     with stack.served(static_root, servers=2, ALLOWED_HOSTS=ALLOWED) as site:
-        ports = {host: urlsplit(site.server_url(i)).port for i, host in enumerate(HOSTS)}
-        with chromium_at(ports) as browser:
-            page_a = new_page(browser)
-            sign_in(page_a, HOSTS[0])
-            reply_id = send(page_a, HOSTS[0], "[[long]]")
-            shown(page_a, 20)
-            page_b = new_page(browser, page_a.context.cookies(), HOSTS[1])
-            follows = stream_requests(page_b, reply_id)
-            statuses: list[int] = []
-            page_b.on(
-                "response",
-                lambda r: statuses.append(r.status) if f"/stream/{reply_id}/" in r.url else None,
-            )
-            conversation = Message.objects.get(pk=reply_id).conversation_id
-            page_b.goto(f"https://{HOSTS[1]}/ai-chat/c/{conversation}/")
-            page_b.evaluate(RECORD)
-            shown(page_b, 60)
+        with chromium_at(ports_of(site)) as browser:
+            _, page_b, reply_id, follows, statuses = on_both_servers(browser)
             down = site.panels[1]
             os.killpg(down.proc.pid, signal.SIGKILL)
             down.proc.wait(10)
