@@ -108,9 +108,17 @@ print(json.dumps({pk: [status, flagged, len(content)] for pk, status, flagged, c
 
 class Stack:
     def __init__(
-        self, workers: int, word_delay: float, panel_cpus: str = "", stop: bool = False
+        self,
+        workers: int,
+        word_delay: float,
+        panel_cpus: str = "",
+        stop: bool = False,
+        long_words: int = 50,
     ) -> None:
-        """`stop`: for the Stop section: the fake sees a closed stream at once (its
+        """The fake provider (`[[long]]` replies of `long_words` pieces, `word_delay` s apart),
+        a fresh database with the bench user and its key (`key`), the panel's environment
+        (`env`, static files in `static_root`) and, unless `workers` is 0, a panel with that
+        many workers. `stop`: for the Stop section: the fake sees a closed stream at once (its
         `--cancel-on-disconnect`, which older trees' fakes lack) and nginx runs in front."""
         raise_fd_limit()
         self.tmp = Path(tempfile.mkdtemp(prefix="bsepar-bench-"))
@@ -126,7 +134,7 @@ class Stack:
                 "--word-delay",
                 str(word_delay),
                 "--long-words",
-                "50",
+                str(long_words),
                 "--slow-first-token",
                 "30",
                 *(["--cancel-on-disconnect"] if stop else []),
@@ -140,7 +148,7 @@ class Stack:
         if cache := os.environ.get("BENCH_CACHE_URL"):
             db_number = int(cache.rsplit("/", 1)[1] or 0)
             assert stack.redis_url(db_number), f"no Redis at {cache}"  # flushes that database
-        static_root = str(self.tmp / "static")
+        self.static_root = static_root = str(self.tmp / "static")
         self.env = stack.panel_env(
             database,
             os.environ.get("BENCH_CACHE_URL"),
@@ -161,7 +169,7 @@ class Stack:
             check=True,
         )
         self.key = int(out.stdout.strip().splitlines()[-1])
-        self.panel = stack.Panel(self.env, workers=workers, cpus=panel_cpus)
+        self.panel = stack.Panel(self.env, workers=workers, cpus=panel_cpus) if workers else None
         if stop:
             self.nginx = stack.Nginx([self.panel.port], static_root)
 
@@ -190,7 +198,8 @@ class Stack:
     def stop(self) -> None:
         if self.nginx is not None:
             self.nginx.stop()
-        self.panel.stop()
+        if self.panel is not None:
+            self.panel.stop()
         self.fake.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -403,9 +412,13 @@ async def _wrap(coro, total, slot):
     total["closed_at"].extend(slot["closed_at"])
 
 
-async def pages_run(session: Session, seconds: float, concurrency: int = 16) -> dict:
+async def pages_run(
+    session: Session, seconds: float, concurrency: int = 16, request_timeout: float = 30
+) -> dict:
+    """Page TTFB and requests per second: `concurrency` clients for `seconds` per page. The
+    base may be nginx over TLS (its test certificate is not checked)."""
     results = {}
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=request_timeout, verify=False) as client:
         for name, path in PAGES.items():
             ttfb: list[float] = []
             errors = 0

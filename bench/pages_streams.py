@@ -127,37 +127,9 @@ class Layout:
             panel.stop()
 
 
-async def pages_run(session: Session, seconds: float, concurrency: int = 16) -> dict:
-    results = {}
-    async with httpx.AsyncClient(timeout=60, verify=False) as client:
-        for name, path in PAGES.items():
-            ttfb: list[float] = []
-            errors = 0
-            deadline = time.monotonic() + seconds
-
-            async def worker(path=path, deadline=deadline, ttfb=ttfb):
-                nonlocal errors
-                while time.monotonic() < deadline:
-                    started = time.monotonic()
-                    async with client.stream(
-                        "GET", session.base + path, headers=session.headers()
-                    ) as response:
-                        first = True
-                        async for _ in response.aiter_raw():
-                            if first:
-                                ttfb.append((time.monotonic() - started) * 1000)
-                                first = False
-                        if response.status_code != 200:
-                            errors += 1
-
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-            results[name] = {
-                "rps": len(ttfb) / seconds,
-                "ttfb_p50": pct(ttfb, 50),
-                "ttfb_p99": pct(ttfb, 99),
-                "errors": errors,
-            }
-    return results
+async def pages_run(session: Session, seconds: float) -> dict:
+    """bench/load.py's page measurement, with a longer timeout (pages wait behind 50 streams)."""
+    return await load.pages_run(session, seconds, request_timeout=60)
 
 
 async def keep_streams(config: dict) -> dict:
@@ -381,50 +353,15 @@ def summary(rows: list[dict]) -> str:
 
 
 async def main_async(args) -> list[dict]:
-    load.raise_fd_limit()
-    tmp = Path(tempfile.mkdtemp(prefix="bsepar-pages-streams-"))
-    fake_port = stack.free_port()
-    fake = stack.Process(
-        [
-            sys.executable,
-            "-m",
-            "tests.fakes.server",
-            "--port",
-            str(fake_port),
-            "--word-delay",
-            "0.02",
-            "--long-words",
-            str(args.reply_words),
-        ],
-        dict(os.environ),
-    )
+    # bench/load.py's stack (the fake provider at 50 pieces/s, a fresh database with the bench
+    # user and its key, the panel's environment and static files) without its panel: each
+    # layout starts its own.
+    st = load.Stack(0, 0.02, long_words=args.reply_words)
     layouts: list[Layout] = []
     try:
-        fake_url = f"http://127.0.0.1:{fake_port}"
-        stack.wait_http(f"{fake_url}/_fake/stats")
-        if args.nice_load:  # once it has started: at nice 19 on a loaded machine that is slow
-            lower_priority(fake.proc.pid, args.nice_load)
-        database = os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{tmp / 'bench.sqlite3'}"
-        static_root = str(tmp / "static")
-        env = stack.panel_env(
-            database,
-            os.environ.get("BENCH_CACHE_URL"),
-            static_root,
-            AXES_FAILURE_LIMIT="1000",
-            # One bench user runs every stream: the per-user limit (3) would refuse all but 3.
-            CHAT_MAX_RUNNING_REPLIES="100000",
-            PROVIDER_PRIVATE_HOSTS=f"127.0.0.1:{fake_port}",
-        )
-        stack.collectstatic(static_root, env)
-        out = subprocess.run(  # noqa: ASYNC221 (setup, before any measurement)
-            [sys.executable, "-c", load.SETUP.format(base_url=f"{fake_url}/v1")],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        key = int(out.stdout.strip().splitlines()[-1])
+        fake_url, key, env, static_root = st.fake_url, st.key, st.env, st.static_root
+        if args.nice_load:
+            lower_priority(st.fake.proc.pid, args.nice_load)
         layouts = [Layout(name, env, static_root) for name in args.layouts]
         async with httpx.AsyncClient(timeout=30, verify=False) as client:
             for layout in layouts:
@@ -462,7 +399,7 @@ async def main_async(args) -> list[dict]:
     finally:
         for layout in layouts:
             layout.stop()
-        fake.stop()
+        st.stop()
 
 
 def main() -> None:

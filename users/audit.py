@@ -92,24 +92,38 @@ def _describe(action: str, model: Any, pk_set: set | None) -> str:
     return f"{verb}: {', '.join(names)}"
 
 
-# A user's many-to-many relations whose changes are security events: the event's kind, and
-# what a change made from the other side says (permission.user_set.add(user, ...), or
-# group.user_set.add(...): one event per user would need the set).
+def _unchanged(user: Any, change: str) -> tuple[Any, str]:
+    return user, change
+
+
+# The many-to-many relations whose changes are security events, by their table: the event's
+# kind; the event's user and detail for a change made from the owning side (user.groups.add,
+# group.permissions.add: `change` says what was added or removed); and what a change made from
+# the other side says (permission.user_set.add(user, ...), group.user_set.add(...),
+# permission.group_set.add(...): one event per user or group would need the set).
 M2M_EVENTS = {
     User.user_permissions.through: (
         SecurityEventKind.PERMISSIONS_CHANGED,
+        _unchanged,
         lambda permission: f"{permission.codename}: users",
     ),
     User.groups.through: (
         SecurityEventKind.GROUPS_CHANGED,
+        _unchanged,
         lambda group: f"group {group.name}: members",
+    ),
+    Group.permissions.through: (
+        SecurityEventKind.PERMISSIONS_CHANGED,
+        lambda group, change: (None, f"group {group.name}: {change}"),
+        lambda permission: f"{permission.codename}: groups",
     ),
 }
 
 
 @receiver(m2m_changed, sender=User.user_permissions.through, dispatch_uid="users.audit.perms")
 @receiver(m2m_changed, sender=User.groups.through, dispatch_uid="users.audit.groups")
-def _user_relations(
+@receiver(m2m_changed, sender=Group.permissions.through, dispatch_uid="users.audit.group_perms")
+def _relations(
     sender: Any,
     instance: Any,
     action: str,
@@ -120,26 +134,9 @@ def _user_relations(
 ) -> None:
     if action not in {"post_add", "post_remove", "post_clear"}:
         return
-    kind, from_the_other_side = M2M_EVENTS[sender]
+    kind, owning_side, from_the_other_side = M2M_EVENTS[sender]
     if reverse:
         audit.record(kind, detail=f"{from_the_other_side(instance)} {action[5:]}")
         return
-    audit.record(kind, user=instance, detail=_describe(action, model, pk_set))
-
-
-@receiver(m2m_changed, sender=Group.permissions.through, dispatch_uid="users.audit.group_perms")
-def _group_permissions(
-    sender: Any,
-    instance: Any,
-    action: str,
-    reverse: bool,
-    model: Any,
-    pk_set: set | None,
-    **kwargs: Any,
-) -> None:
-    if action not in {"post_add", "post_remove", "post_clear"} or reverse:
-        return
-    audit.record(
-        SecurityEventKind.PERMISSIONS_CHANGED,
-        detail=f"group {instance.name}: {_describe(action, model, pk_set)}",
-    )
+    user, detail = owning_side(instance, _describe(action, model, pk_set))
+    audit.record(kind, user=user, detail=detail)

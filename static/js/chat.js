@@ -421,7 +421,8 @@
           addRegenerate(reply.article);
         } else if (name === "error") {
           finished = true;
-          reply.article.className = "msg assistant live error";
+          // Ended: no longer `live`, so Stop and Esc go to the next reply, not this one.
+          reply.article.className = "msg assistant error";
           reply.meta.textContent = "";
           const said = element("span", "status-error", data.message);
           said.dir = "auto"; // an English provider error keeps its full stop at its end in Persian
@@ -439,7 +440,7 @@
       }
     } catch (err) {
       if (err.name === "AbortError") {
-        reply.article.className = "msg assistant live stopped";
+        reply.article.className = "msg assistant stopped";
         reply.meta.textContent = strings.stopped;
         addRegenerate(reply.article);
       } else if (!answered) {
@@ -464,10 +465,11 @@
   }
 
   function followAgain(reply, lastId) {
-    window.bseparReplies.follow(reply.article, reply.article.dataset.messageId, lastId, () => {
-      addRegenerate(reply.article);
-      syncStop();
-    });
+    reply.live = false; // replies.js paints it from now on: no frame of ours paints over it
+    const { article } = reply;
+    // From the text received up to the last id (not the page's rendering of it); its end is
+    // shown by the "reply:end" listener below, as for any followed reply.
+    window.bseparReplies.follow(article, article.dataset.messageId, lastId, null, reply.text);
     syncStop();
   }
 
@@ -541,13 +543,19 @@
   stopButton.addEventListener("click", stopReply);
   // replies.js says when a reply it follows starts or ends (the Stop button shows or goes).
   list.addEventListener("reply:follow", syncStop);
+  // A followed reply ends as one this page sent: its usage, its code blocks' Copy, and
+  // Regenerate when it is the last one.
   list.addEventListener("reply:end", (event) => {
     syncStop();
-    // A reply followed since the page opened offers Regenerate when it is the last one.
     const article = event.target;
-    if (article === list.querySelector("article.msg:last-of-type") && article.querySelector(".meta")) {
-      addRegenerate(article);
+    const meta = article.querySelector(".meta");
+    const { name, data } = event.detail;
+    if (name === "done" && meta) {
+      meta.textContent = describeUsage(data);
+      if (data.status === "stopped") meta.prepend(`${strings.stopped} · `);
     }
+    addCopyButtons(article);
+    if (article === list.querySelector("article.msg:last-of-type") && meta) addRegenerate(article);
   });
 
   // -- Edit: a user message becomes an editor; Enter sends, Shift+Enter breaks the line, Esc

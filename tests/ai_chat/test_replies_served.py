@@ -134,6 +134,43 @@ def saved(reply_id: int) -> Message | None:
     return reply if reply is not None and reply.status != Status.STREAMING else None
 
 
+def page_served(site: stack.Served, index: int, cookies: dict[str, str]) -> Browser:
+    """A client of server `index` with these cookies, once that server has served it the chat
+    page: a Stop from it comes from a page that server has served (not a cold worker)."""
+    browser = Browser(site.server_url(index), cookies)
+    assert browser.client.get("/ai-chat/", headers=browser.headers()).status_code == 200
+    return browser
+
+
+def stop_and_time(browser: Browser, reply_id: int, fake) -> tuple[float, float]:
+    """Stop reply `reply_id` from `browser`, wait for the fake provider's stream to close, and
+    return how long after the Stop was asked, and after it was answered, that was (ms)."""
+    fake.disconnected.clear()
+    asked_ns = time.time_ns()
+    answer = browser.post(f"/ai-chat/messages/{reply_id}/stop/")
+    answered_ns = time.time_ns()
+    assert answer.status_code == 200 and answer.json() == {"ok": True}, answer.text
+    assert fake.disconnected.wait(5)
+    closed_ns = fake.disconnect_times[-1]
+    return (closed_ns - asked_ns) / 1e6, (closed_ns - answered_ns) / 1e6
+
+
+def start_on_one_stop_from_two(site: stack.Served, key: ProviderKey, fake) -> tuple[dict, Browser]:
+    """Start a long reply on server one; stop it from server two: its provider stream is closed
+    within 250 ms of the Stop, and the stream attached on server one ends with done, status
+    stopped. Returns the reply's `meta` data and server two's client."""
+    one = Browser(site.server_url(0))
+    one.sign_in()
+    events, meta, _ = one.start_long_reply(key)
+    two = page_served(site, 1, one.cookies)
+    closed_ms, _ = stop_and_time(two, meta["message"], fake)
+    print(f"stop closed the provider stream in {closed_ms:.0f} ms")  # seen with -s
+    assert closed_ms <= 250, closed_ms
+    rest = list(events)
+    assert rest[-1][0] == "done" and rest[-1][2]["status"] == "stopped"
+    return meta, two
+
+
 def test_leaving_mid_reply_the_reply_completes_and_the_provider_is_not_closed(site, alice, fake):
     fake.word_delay = 0.005
     key = make_key(alice, fake)
@@ -219,24 +256,7 @@ def test_a_second_client_on_another_server_watches_the_reply_grow(site, alice, f
 def test_stop_from_another_server_closes_the_provider_stream_within_250_ms(site, alice, fake):
     fake.word_delay = 0.02
     key = make_key(alice, fake)
-    one = Browser(site.server_url(0))
-    one.sign_in()
-    events, meta, _ = one.start_long_reply(key)
-    two = Browser(site.server_url(1), one.cookies)
-    # The Stop comes from a page that server two has served (not a cold worker).
-    assert two.client.get("/ai-chat/", headers=two.headers()).status_code == 200
-    fake.disconnected.clear()
-    asked_ns = time.time_ns()
-    answer = two.post(f"/ai-chat/messages/{meta['message']}/stop/")
-    assert answer.status_code == 200
-    assert answer.json() == {"ok": True}
-    assert fake.disconnected.wait(5)
-    closed_ms = (fake.disconnect_times[-1] - asked_ns) / 1e6
-    print(f"stop closed the provider stream in {closed_ms:.0f} ms")  # seen with -s
-    assert closed_ms <= 250, closed_ms
-    # The attached stream on the first server ends with done, status stopped.
-    rest = list(events)
-    assert rest[-1][0] == "done" and rest[-1][2]["status"] == "stopped"
+    meta, two = start_on_one_stop_from_two(site, key, fake)
     reply = Message.objects.get(pk=meta["message"])
     assert reply.status == Status.STOPPED
     assert reply.content and LONG.startswith(reply.content)
@@ -341,21 +361,7 @@ def test_stop_is_announced_to_the_other_server_not_polled(signal_path, static_ro
     key = make_key(alice, fake)
     slow_poll = {"CHAT_STOP_POLL_SECONDS": "30", "CHAT_CHECKPOINT_SECONDS": "30"}
     with stack.served(static_root, servers=2, cache=cache, **slow_poll) as site:
-        one = Browser(site.server_url(0))
-        one.sign_in()
-        events, meta, _ = one.start_long_reply(key)
-        two = Browser(site.server_url(1), one.cookies)
-        # The Stop comes from a page that server two has served (not a cold worker).
-        assert two.client.get("/ai-chat/", headers=two.headers()).status_code == 200
-        fake.disconnected.clear()
-        asked_ns = time.time_ns()
-        assert two.post(f"/ai-chat/messages/{meta['message']}/stop/").json() == {"ok": True}
-        assert fake.disconnected.wait(5)
-        closed_ms = (fake.disconnect_times[-1] - asked_ns) / 1e6
-        print(f"stop closed the provider stream in {closed_ms:.0f} ms")  # seen with -s
-        assert closed_ms <= 250, closed_ms
-        rest = list(events)
-        assert rest[-1][0] == "done" and rest[-1][2]["status"] == "stopped"
+        start_on_one_stop_from_two(site, key, fake)
 
 
 def test_with_redis_a_client_on_another_server_gets_every_piece_live(static_root, alice, fake):
@@ -429,21 +435,13 @@ def test_two_servers_behind_nginx_with_redis_start_on_one_watch_and_stop_on_the_
             seconds=10,
             what="B to watch the reply grow",
         )
-        stopper = Browser(site.server_url(1), one.cookies)
-        # The Stop comes from a page that server B has served (not a cold worker).
-        assert stopper.client.get("/ai-chat/", headers=stopper.headers()).status_code == 200
-        fake.disconnected.clear()
-        asked_ns = time.time_ns()
-        answer = stopper.post(f"/ai-chat/messages/{meta['message']}/stop/")
-        answered_ns = time.time_ns()
-        assert answer.status_code == 200 and answer.json() == {"ok": True}
-        assert fake.disconnected.wait(5)
-        closed_ns = fake.disconnect_times[-1]
+        stopper = page_served(site, 1, one.cookies)
+        after_asked, after_answer = stop_and_time(stopper, meta["message"], fake)
         print(  # seen with -s
-            f"stop: answered in {(answered_ns - asked_ns) / 1e6:.0f} ms, provider stream closed "
-            f"{(closed_ns - answered_ns) / 1e6:.0f} ms after the answer"
+            f"stop: answered in {after_asked - after_answer:.0f} ms, provider stream closed "
+            f"{after_answer:.0f} ms after the answer"
         )
-        assert (closed_ns - answered_ns) / 1e6 <= 250
+        assert after_answer <= 250
         on_a.join(10)
         on_b.join(10)
         assert not on_a.is_alive() and not on_b.is_alive()
@@ -492,16 +490,8 @@ def test_stop_frees_the_provider_stream_within_250_ms_with_many_replies_running(
             events.close()  # the browser leaves; the reply goes on
             replies.append(meta["message"])
         assert fake.open_streams == running
-        two = Browser(site.server_url(1), one.cookies)
-        # The Stops come from a page that server B has served (not a cold worker).
-        assert two.client.get("/ai-chat/", headers=two.headers()).status_code == 200
-        latencies = []
-        for reply_id in replies:
-            fake.disconnected.clear()
-            asked_ns = time.time_ns()
-            assert two.post(f"/ai-chat/messages/{reply_id}/stop/").json() == {"ok": True}
-            assert fake.disconnected.wait(5)
-            latencies.append((fake.disconnect_times[-1] - asked_ns) / 1e6)
+        two = page_served(site, 1, one.cookies)
+        latencies = [stop_and_time(two, reply_id, fake)[0] for reply_id in replies]
         print(  # seen with -s
             f"{signal_path}: stop closed the provider stream in "
             f"median {sorted(latencies)[running // 2]:.0f} ms, max {max(latencies):.0f} ms"

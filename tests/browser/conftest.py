@@ -97,11 +97,13 @@ def chromium():
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
-def _launch(sync_playwright):
+def _launch(sync_playwright, *extra_args: str):
+    """Chromium with the suite's flags and `extra_args`."""
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
             args=[
+                *extra_args,
                 "--no-sandbox",
                 "--disable-gpu",
                 "--disable-quic",

@@ -117,6 +117,23 @@ def test_permission_and_group_changes_are_recorded(alice, admin_client):
     ]
 
 
+def test_changes_made_from_the_permission_side_are_recorded_too(alice):
+    """permission.user_set / permission.group_set / group.user_set change the same relations:
+    recorded as what changed, in one event each."""
+    permission = Permission.objects.get(codename="run_query")
+    group = Group.objects.create(name="operators")
+    permission.user_set.add(alice)
+    permission.group_set.add(group)
+    group.user_set.add(alice)
+    permission.group_set.remove(group)
+    assert list(changes().values_list("kind", "detail")) == [
+        (SecurityEventKind.PERMISSIONS_CHANGED, "run_query: users add"),
+        (SecurityEventKind.PERMISSIONS_CHANGED, "run_query: groups add"),
+        (SecurityEventKind.GROUPS_CHANGED, "group operators: members add"),
+        (SecurityEventKind.PERMISSIONS_CHANGED, "run_query: groups remove"),
+    ]
+
+
 def test_an_admin_making_someone_staff_is_recorded(alice, admin_client):
     alice.is_staff = True
     alice.save()
