@@ -42,7 +42,7 @@
     let from = typeof held === "string" ? Number(after) || 0 : 0;
     let text = from ? held : "";
     article.classList.add("live", "streaming");
-    if (meta) meta.textContent = ""; // the page's "Interrupted." for a reply it saw streaming
+    if (meta) meta.textContent = ""; // the page's "Generating…" for a reply it saw streaming
     // Painted as Markdown (js/markdown.js, as chat.js paints its own stream), once per
     // animation frame: deltas often come faster than frames.
     let frame = 0;

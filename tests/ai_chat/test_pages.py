@@ -38,6 +38,18 @@ def test_a_conversation_page_shows_its_messages_rendered_and_directional(alice_c
     assert 'dir="auto"' in html
 
 
+def test_a_reply_still_generating_is_labelled_so_not_interrupted(alice_client, alice):
+    """Replies are jobs that outlive requests: a `streaming` row is one being generated (a
+    crash's leftovers are closed by close_stale_streams), which the page says without script."""
+    conversation = conversation_with(alice, 1)
+    Message.objects.create(
+        conversation=conversation, role=Role.ASSISTANT, status=Status.STREAMING, content="so far"
+    )
+    html = alice_client.get(f"/ai-chat/c/{conversation.id}/").content.decode()
+    assert "Generating…" in html
+    assert "Interrupted." not in html
+
+
 def test_long_conversations_show_the_latest_first_and_page_back(alice_client, alice, settings):
     settings.CHAT_PAGE_MESSAGES = 10
     conversation = conversation_with(alice, 25)
