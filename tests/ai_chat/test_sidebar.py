@@ -10,6 +10,7 @@ from django.test import Client
 from django.utils import timezone
 
 from ai_chat.models import Conversation, Message, Role
+from core.templatetags.panel import with_id
 
 
 def conversation(owner, title, minutes_ago=0, text=""):
@@ -75,9 +76,15 @@ def test_the_sidebar_has_one_menu_for_every_conversation(alice_client, alice):
         assert f'action="/ai-chat/c/0/{action}/"' in html, action
     delete = html.split('action="/ai-chat/c/0/delete/"')[1].split(">")[0]
     assert "data-confirm=" in delete  # delete asks first
-    assert f'<li data-conversation-id="{a.id}" class="pinned">' in html
+    assert f'<li data-conversation-id="{a.id}" class="pinned"><a href="/ai-chat/c/{a.id}/"' in html
     assert f'<li data-conversation-id="{b.id}" data-untitled>' in html  # its title field is empty
     assert "Options for “{title}”" in html  # the ⋯ label, completed by chat.js
+
+
+def test_a_rows_address_is_the_one_pattern_with_its_id():
+    assert with_id("/ai-chat/c/0/", 12) == "/ai-chat/c/12/"
+    assert with_id("/0/ai-chat/c/0/", 7) == "/0/ai-chat/c/7/"  # the last /0/, not a prefix's
+    assert with_id("/ai-chat/c/0/rename/", 7) == "/ai-chat/c/7/rename/"
 
 
 def test_a_conversation_in_the_sidebar_costs_a_line_not_a_menu(alice_client, alice):
