@@ -170,3 +170,39 @@ def test_one_menu_serves_every_row_from_the_keyboard(live_asgi, open_page, alice
     assert len(dialogs) == 1
     assert not Conversation.objects.filter(pk=other.id).exists()
     assert page.watch.errors == [], page.watch.errors
+
+
+def test_without_javascript_an_open_conversation_is_pinned_renamed_and_deleted_in_its_header(
+    live_asgi, chromium, alice
+):
+    """The rows' menus need the script; without it the header of an open conversation keeps
+    Pin, Rename and Delete (Delete does not ask: the question is the script's)."""
+    c = make(alice, "Plain page", 5)
+    make(alice, "Another", 10)
+    context = chromium.new_context(
+        java_script_enabled=False, viewport={"width": 1280, "height": 860}
+    )
+    try:
+        page = context.new_page()
+        page.set_default_timeout(15000)
+        sign_in(page, live_asgi.url)
+        page.goto(f"{live_asgi.url}/ai-chat/c/{c.id}/")
+        assert page.locator("#conversation-list .item-menu").count() == 0
+        head = page.locator(".chat-head")
+        head.locator("[data-action=pin]").click()
+        page.wait_for_load_state()
+        c.refresh_from_db()
+        assert c.pinned
+        assert head.locator("[data-action=pin]").inner_text() == "Unpin"
+        screenshot(page, "en-no-script-conversation")
+        head.locator("details.rename summary").click()
+        head.locator("input[name=title]").fill("Renamed without script")
+        head.locator("details.rename button[type=submit]").click()
+        page.wait_for_url(f"{live_asgi.url}/ai-chat/c/{c.id}/")
+        c.refresh_from_db()
+        assert c.title == "Renamed without script"
+        head.locator("button.danger").click()
+        page.wait_for_url(f"{live_asgi.url}/ai-chat/")
+        assert not Conversation.objects.filter(pk=c.id).exists()
+    finally:
+        context.close()
