@@ -11,6 +11,7 @@ from django.utils import timezone
 from ai_chat.models import Conversation, Message, Role
 from tests.browser.conftest import screenshot
 from tests.browser.test_flows import sign_in
+from tests.conftest import make_key
 
 
 def make(owner, title, minutes_ago, text=""):
@@ -206,3 +207,30 @@ def test_without_javascript_an_open_conversation_is_pinned_renamed_and_deleted_i
         assert not Conversation.objects.filter(pk=c.id).exists()
     finally:
         context.close()
+
+
+def test_a_conversation_started_on_the_page_gets_its_menu(live_asgi, open_page, alice, fake):
+    """The first reply adds the new conversation to the list: its menu works at once."""
+    make_key(alice, fake)
+    make(alice, "Older", 60)
+    page = open_page("en")
+    sign_in(page, live_asgi.url)
+    page.goto(f"{live_asgi.url}/ai-chat/")
+    page.fill("#chat-input", "A fresh question")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("article.assistant.complete")
+    new = Conversation.objects.exclude(title="Older").get()
+    first = page.locator("#conversation-list > li").first
+    assert first.get_attribute("data-conversation-id") == str(new.id)
+    first.locator("a").focus()
+    page.keyboard.press("Shift+F10")
+    assert first.locator("form:has([data-action=pin])").get_attribute("action") == (
+        f"/ai-chat/c/{new.id}/pin/"
+    )
+    assert first.locator("input[name=title]").input_value() == "A fresh question"
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    new.refresh_from_db()
+    assert new.pinned
+    assert page.url == f"{live_asgi.url}/ai-chat/c/{new.id}/"  # where the page had moved to
+    assert page.watch.errors == [], page.watch.errors
