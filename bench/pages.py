@@ -2,12 +2,15 @@
 
 `make bench-pages` runs it. For each data size it makes a fresh database, seeds it through the
 ORM (`bulk_create`: usage records spread over 60 days, 20 users, 5 keys; one conversation of
-the given number of messages), starts the panel as production runs it (gunicorn + uvicorn
-worker, deploy/gunicorn.conf.py) behind the shipped nginx site over TLS (tests/stack.py),
-signs in as an admin (the dashboard then also shows the team's usage) and requests each page
-sequentially: 3 warm-up requests, then the median of 7 with their min and max.
+the given number of messages, opened by the conversation page, among `--conversations` of the
+admin's, so the chat pages' sidebar is full), starts the panel as production runs it
+(gunicorn + uvicorn worker, deploy/gunicorn.conf.py) behind the shipped nginx site over TLS
+(tests/stack.py), signs in as an admin (the dashboard then also shows the team's usage) and
+requests each page sequentially: 3 warm-up requests, then the median of 7 with their min and
+max.
 
-    python bench/pages.py [--rows 1000,100000,1000000] [--messages 10,10000] [--json FILE]
+    python bench/pages.py [--rows 1000,100000,1000000] [--messages 10,10000]
+                          [--conversations 300] [--json FILE]
 
 Nothing is written to bench/RESULTS.md by the script: it prints a Markdown table (and writes
 `--json`); the results section there is written by hand from its output. To measure an older
@@ -88,6 +91,12 @@ for i in range(messages):
     message.set_content(f"Message {{i}}: a paragraph of ordinary length, **some** words and `code`.")
     batch_messages.append(message)
 Message.objects.bulk_create(batch_messages, batch_size=2000)
+# The rest of the sidebar (it lists the newest 100): each with a title of ordinary length.
+Conversation.objects.bulk_create(
+    Conversation(owner=admin, title=f"Conversation {{i}}: a title of ordinary length", key=keys[0],
+                 model="gpt-4o-mini", pinned=i < 3)
+    for i in range(int(sys.argv[3]) - 1)
+)
 print(keys[0].pk, conversation.pk, round(seeded, 1))
 """
 
@@ -148,7 +157,7 @@ class Client:
         return {"median": statistics.median(times), "min": min(times), "max": max(times)}
 
 
-def run(rows: int, messages: int) -> dict:
+def run(rows: int, messages: int, conversations: int) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bsepar-pages-"))
     panel = nginx = None
     try:
@@ -158,7 +167,14 @@ def run(rows: int, messages: int) -> dict:
         stack.collectstatic(static_root, env)
         started = time.monotonic()
         out = subprocess.run(
-            [sys.executable, "-c", SEED.format(password=PASSWORD), str(rows), str(messages)],
+            [
+                sys.executable,
+                "-c",
+                SEED.format(password=PASSWORD),
+                str(rows),
+                str(messages),
+                str(conversations),
+            ],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -174,6 +190,7 @@ def run(rows: int, messages: int) -> dict:
         result = {
             "rows": rows,
             "messages": messages,
+            "conversations": conversations,
             "seed_seconds": round(seconds, 1),
             "insert_seconds": float(seeded),
             "pages": {
@@ -208,6 +225,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", default="1000,100000,1000000")
     parser.add_argument("--messages", default="10,10000")
+    parser.add_argument(
+        "--conversations",
+        type=int,
+        default=300,
+        help="the signed-in user's conversations (the sidebar lists 100), the long one included",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     rows = [int(n) for n in args.rows.split(",")]
@@ -217,10 +240,13 @@ def main() -> None:
     plan = [(n, messages[0]) for n in rows] + [(rows[0], m) for m in messages[1:]]
     results = []
     for n, m in plan:
-        results.append(run(n, m))
+        results.append(run(n, m, args.conversations))
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
-    print(f"\n{platform.node()} · {os.cpu_count()} CPUs · load {os.getloadavg()[0]:.1f}\n")
+    print(
+        f"\n{platform.node()} · {os.cpu_count()} CPUs · load {os.getloadavg()[0]:.1f}"
+        f" · {args.conversations} conversations\n"
+    )
     print(table(results))
 
 
