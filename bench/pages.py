@@ -7,10 +7,11 @@ admin's, so the chat pages' sidebar is full), starts the panel as production run
 (gunicorn + uvicorn worker, deploy/gunicorn.conf.py) behind the shipped nginx site over TLS
 (tests/stack.py), signs in as an admin (the dashboard then also shows the team's usage) and
 requests each page sequentially: 3 warm-up requests, then the median of 7 with their min and
-max.
+max. `--clients N` then requests the dashboard, the chat page and the conversation page from N
+concurrent clients for 5 s each (p50 and p99 of the response time, requests per second).
 
     python bench/pages.py [--rows 1000,100000,1000000] [--messages 10,10000]
-                          [--conversations 300] [--json FILE]
+                          [--conversations 300] [--clients 16] [--json FILE]
 
 Nothing is written to bench/RESULTS.md by the script: it prints a Markdown table (and writes
 `--json`); the results section there is written by hand from its output. To measure an older
@@ -29,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -157,7 +159,36 @@ class Client:
         return {"median": statistics.median(times), "min": min(times), "max": max(times)}
 
 
-def run(rows: int, messages: int, conversations: int) -> dict:
+def concurrent(client: Client, path: str, clients: int, seconds: float) -> dict[str, float]:
+    """`clients` threads, each with its own connection and the signed-in cookies, requesting
+    `path` back to back for `seconds`: the p50 and p99 of the whole response time, and the
+    requests per second."""
+    times: list[float] = []
+
+    def worker() -> None:
+        http = httpx.Client(verify=False, timeout=120)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            response = http.get(client.base + path, headers=client.headers())
+            times.append((time.perf_counter() - started) * 1000)
+            assert response.status_code == 200, (path, response.status_code)
+        http.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    times.sort()
+    return {
+        "p50": times[len(times) // 2],
+        "p99": times[min(len(times) - 1, int(len(times) * 0.99))],
+        "rps": len(times) / seconds,
+    }
+
+
+def run(rows: int, messages: int, conversations: int, clients: int = 0) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bsepar-pages-"))
     panel = nginx = None
     try:
@@ -197,6 +228,11 @@ def run(rows: int, messages: int, conversations: int) -> dict:
                 name: client.time(path) for name, path in pages(int(key), int(conversation)).items()
             },
         }
+        if clients:
+            result["concurrent"] = {
+                name: concurrent(client, pages(int(key), int(conversation))[name], clients, 5.0)
+                for name in ("dashboard", "chat", "conversation")
+            }
         print(json.dumps(result), flush=True)
         return result
     finally:
@@ -231,6 +267,12 @@ def main() -> None:
         default=300,
         help="the signed-in user's conversations (the sidebar lists 100), the long one included",
     )
+    parser.add_argument(
+        "--clients",
+        type=int,
+        default=0,
+        help="then the dashboard, chat and conversation pages under N concurrent clients, 5 s each",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     rows = [int(n) for n in args.rows.split(",")]
@@ -240,7 +282,7 @@ def main() -> None:
     plan = [(n, messages[0]) for n in rows] + [(rows[0], m) for m in messages[1:]]
     results = []
     for n, m in plan:
-        results.append(run(n, m, args.conversations))
+        results.append(run(n, m, args.conversations, args.clients))
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
     print(
@@ -248,6 +290,14 @@ def main() -> None:
         f" · {args.conversations} conversations\n"
     )
     print(table(results))
+    if args.clients:
+        print(f"\n{args.clients} concurrent clients, p50 / p99 ms (requests/s):\n")
+        for r in results:
+            cells = ", ".join(
+                f"{name} {c['p50']:.0f} / {c['p99']:.0f} ({c['rps']:.0f}/s)"
+                for name, c in r["concurrent"].items()
+            )
+            print(f"- {r['rows']:,} rows, {r['messages']:,} messages: {cells}")
 
 
 if __name__ == "__main__":
