@@ -2,12 +2,16 @@
 
 `make bench-pages` runs it. For each data size it makes a fresh database, seeds it through the
 ORM (`bulk_create`: usage records spread over 60 days, 20 users, 5 keys; one conversation of
-the given number of messages), starts the panel as production runs it (gunicorn + uvicorn
-worker, deploy/gunicorn.conf.py) behind the shipped nginx site over TLS (tests/stack.py),
-signs in as an admin (the dashboard then also shows the team's usage) and requests each page
-sequentially: 3 warm-up requests, then the median of 7 with their min and max.
+the given number of messages, opened by the conversation page, among `--conversations` of the
+admin's, so the chat pages' sidebar is full), starts the panel as production runs it
+(gunicorn + uvicorn worker, deploy/gunicorn.conf.py) behind the shipped nginx site over TLS
+(tests/stack.py), signs in as an admin (the dashboard then also shows the team's usage) and
+requests each page sequentially: 3 warm-up requests, then the median of 7 with their min and
+max. `--clients N` then requests the dashboard, the chat page and the conversation page from N
+concurrent clients for 5 s each (p50 and p99 of the response time, requests per second).
 
-    python bench/pages.py [--rows 1000,100000,1000000] [--messages 10,10000] [--json FILE]
+    python bench/pages.py [--rows 1000,100000,1000000] [--messages 10,10000]
+                          [--conversations 300] [--clients 16] [--json FILE]
 
 Nothing is written to bench/RESULTS.md by the script: it prints a Markdown table (and writes
 `--json`); the results section there is written by hand from its output. To measure an older
@@ -26,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -88,6 +93,12 @@ for i in range(messages):
     message.set_content(f"Message {{i}}: a paragraph of ordinary length, **some** words and `code`.")
     batch_messages.append(message)
 Message.objects.bulk_create(batch_messages, batch_size=2000)
+# The rest of the sidebar (it lists the newest 100): each with a title of ordinary length.
+Conversation.objects.bulk_create(
+    Conversation(owner=admin, title=f"Conversation {{i}}: a title of ordinary length", key=keys[0],
+                 model="gpt-4o-mini", pinned=i < 3)
+    for i in range(int(sys.argv[3]) - 1)
+)
 print(keys[0].pk, conversation.pk, round(seeded, 1))
 """
 
@@ -148,7 +159,36 @@ class Client:
         return {"median": statistics.median(times), "min": min(times), "max": max(times)}
 
 
-def run(rows: int, messages: int) -> dict:
+def concurrent(client: Client, path: str, clients: int, seconds: float) -> dict[str, float]:
+    """`clients` threads, each with its own connection and the signed-in cookies, requesting
+    `path` back to back for `seconds`: the p50 and p99 of the whole response time, and the
+    requests per second."""
+    times: list[float] = []
+
+    def worker() -> None:
+        http = httpx.Client(verify=False, timeout=120)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            response = http.get(client.base + path, headers=client.headers())
+            times.append((time.perf_counter() - started) * 1000)
+            assert response.status_code == 200, (path, response.status_code)
+        http.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    times.sort()
+    return {
+        "p50": times[len(times) // 2],
+        "p99": times[min(len(times) - 1, int(len(times) * 0.99))],
+        "rps": len(times) / seconds,
+    }
+
+
+def run(rows: int, messages: int, conversations: int, clients: int = 0) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bsepar-pages-"))
     panel = nginx = None
     try:
@@ -158,7 +198,14 @@ def run(rows: int, messages: int) -> dict:
         stack.collectstatic(static_root, env)
         started = time.monotonic()
         out = subprocess.run(
-            [sys.executable, "-c", SEED.format(password=PASSWORD), str(rows), str(messages)],
+            [
+                sys.executable,
+                "-c",
+                SEED.format(password=PASSWORD),
+                str(rows),
+                str(messages),
+                str(conversations),
+            ],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -174,12 +221,18 @@ def run(rows: int, messages: int) -> dict:
         result = {
             "rows": rows,
             "messages": messages,
+            "conversations": conversations,
             "seed_seconds": round(seconds, 1),
             "insert_seconds": float(seeded),
             "pages": {
                 name: client.time(path) for name, path in pages(int(key), int(conversation)).items()
             },
         }
+        if clients:
+            result["concurrent"] = {
+                name: concurrent(client, pages(int(key), int(conversation))[name], clients, 5.0)
+                for name in ("dashboard", "chat", "conversation")
+            }
         print(json.dumps(result), flush=True)
         return result
     finally:
@@ -208,6 +261,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", default="1000,100000,1000000")
     parser.add_argument("--messages", default="10,10000")
+    parser.add_argument(
+        "--conversations",
+        type=int,
+        default=300,
+        help="the signed-in user's conversations (the sidebar lists 100), the long one included",
+    )
+    parser.add_argument(
+        "--clients",
+        type=int,
+        default=0,
+        help="then the dashboard, chat and conversation pages under N concurrent clients, 5 s each",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     rows = [int(n) for n in args.rows.split(",")]
@@ -217,11 +282,22 @@ def main() -> None:
     plan = [(n, messages[0]) for n in rows] + [(rows[0], m) for m in messages[1:]]
     results = []
     for n, m in plan:
-        results.append(run(n, m))
+        results.append(run(n, m, args.conversations, args.clients))
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
-    print(f"\n{platform.node()} · {os.cpu_count()} CPUs · load {os.getloadavg()[0]:.1f}\n")
+    print(
+        f"\n{platform.node()} · {os.cpu_count()} CPUs · load {os.getloadavg()[0]:.1f}"
+        f" · {args.conversations} conversations\n"
+    )
     print(table(results))
+    if args.clients:
+        print(f"\n{args.clients} concurrent clients, p50 / p99 ms (requests/s):\n")
+        for r in results:
+            cells = ", ".join(
+                f"{name} {c['p50']:.0f} / {c['p99']:.0f} ({c['rps']:.0f}/s)"
+                for name, c in r["concurrent"].items()
+            )
+            print(f"- {r['rows']:,} rows, {r['messages']:,} messages: {cells}")
 
 
 if __name__ == "__main__":

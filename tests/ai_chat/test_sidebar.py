@@ -10,6 +10,7 @@ from django.test import Client
 from django.utils import timezone
 
 from ai_chat.models import Conversation, Message, Role
+from core.templatetags.panel import with_id
 
 
 def conversation(owner, title, minutes_ago=0, text=""):
@@ -62,14 +63,41 @@ def test_pinning_never_redirects_off_the_site(alice_client, alice):
         assert response["Location"] == f"/ai-chat/c/{c.id}/"
 
 
-def test_every_conversation_in_the_sidebar_has_pin_rename_and_delete(alice_client, alice):
-    a, b = conversation(alice, "First"), conversation(alice, "Second")
-    html = alice_client.get("/ai-chat/").content.decode()
-    for c in (a, b):
-        assert f'action="/ai-chat/c/{c.id}/pin/"' in html
-        assert f'action="/ai-chat/c/{c.id}/rename/"' in html
-        delete = html.split(f'action="/ai-chat/c/{c.id}/delete/"')[1].split(">")[0]
-        assert "data-confirm=" in delete  # delete asks first
+def test_the_sidebar_has_one_menu_for_every_conversation(alice_client, alice):
+    """Pin, rename and delete are rendered once, for conversation 0 (chat.js moves the menu to
+    the row opened and puts the row's id in the addresses); each row carries what it needs."""
+    a, b = conversation(alice, "First"), conversation(alice, "")
+    alice_client.post(f"/ai-chat/c/{a.id}/pin/", {"pinned": "1"})
+    response = alice_client.get("/ai-chat/?q=")
+    html = response.content.decode()
+    assert [t.name for t in response.templates].count("ai_chat/sidebar_menu.html") == 1
+    for action in ("pin", "rename", "delete"):
+        assert html.count(f'data-action="{action}"') == 1, action
+        assert f'action="/ai-chat/c/0/{action}/"' in html, action
+    delete = html.split('action="/ai-chat/c/0/delete/"')[1].split(">")[0]
+    assert "data-confirm=" in delete  # delete asks first
+    assert f'<li data-conversation-id="{a.id}" class="pinned"><a href="/ai-chat/c/{a.id}/"' in html
+    assert f'<li data-conversation-id="{b.id}" data-untitled>' in html  # its title field is empty
+    assert "Options for “{title}”" in html  # the ⋯ label, completed by chat.js
+
+
+def test_a_rows_address_is_the_one_pattern_with_its_id():
+    assert with_id("/ai-chat/c/0/", 12) == "/ai-chat/c/12/"
+    assert with_id("/0/ai-chat/c/0/", 7) == "/0/ai-chat/c/7/"  # the last /0/, not a prefix's
+    assert with_id("/ai-chat/c/0/rename/", 7) == "/ai-chat/c/7/rename/"
+
+
+def test_a_conversation_in_the_sidebar_costs_a_line_not_a_menu(alice_client, alice):
+    """The page grows by about one list item per conversation (~1.3 kB with a menu per row)."""
+    title = "A title of ordinary length"
+    for i in range(10):
+        conversation(alice, title, minutes_ago=i)
+    small = len(alice_client.get("/ai-chat/").content)
+    for i in range(50):
+        conversation(alice, title, minutes_ago=100 + i)
+    large = len(alice_client.get("/ai-chat/").content)
+    per_row = (large - small) / 50
+    assert per_row < 150, per_row
 
 
 def test_renaming_and_deleting_from_the_sidebar_work_on_any_conversation(alice_client, alice):
