@@ -131,3 +131,21 @@ async def test_a_task_that_outlives_its_request_may_not_use_the_requests_thread(
     ended.set()
     await tasks[0]
     assert isinstance(outcome[0], RuntimeError), outcome
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_kept_thread_holds_no_database_connection_between_requests(alice):
+    """A request thread now outlives its request: the connection the request used on it is
+    closed when the request ends (Django's request_finished; on PostgreSQL: back to the pool),
+    not held by an idle thread until the next request."""
+    from django.db import connections
+
+    def holds_connection() -> bool:
+        return any(c.connection is not None for c in connections.all(initialized_only=True))
+
+    async with client_of(asgi.application, alice) as client:
+        responses = await asyncio.gather(*(client.get("/api-manager/settings/") for _ in range(3)))
+    assert [r.status_code for r in responses] == [200] * 3
+    assert asgi._request_threads
+    held = [executor.submit(holds_connection).result() for executor in asgi._request_threads]
+    assert not any(held), held
