@@ -466,24 +466,77 @@ async def pages_under_load(st: Stack, session: Session, streams: int, seconds: f
 
 
 async def idle_run(st: Stack, session: Session, n: int, hold: float) -> dict:
+    """`n` streams at once whose first token comes after 30 s: how many are open at the
+    provider at once within `hold` seconds. Also what limits the ramp: when each step of open
+    streams was reached, the CPU seconds of the panel's workers, of this client and of the fake
+    over the hold, the panel's threads at their peak, and each worker's connections to the
+    provider when the most streams were open (an SDK client holds at most 1,000 at once, so a
+    worker accepting more than 1,000 of the streams keeps the rest waiting)."""
     limits = httpx.Limits(max_connections=n + 10)
     opened = 0
+    ramp: list[tuple[float, int]] = []
+    pids = st.worker_pids()
+    threads = 0
+    split: list[int] = []
+    cpu0, own0, fake0 = cpu_seconds(pids), own_cpu_seconds(), cpu_seconds([st.fake.proc.pid])
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
         results = [fresh() for _ in range(n)]
+        started = time.monotonic()
         tasks = [
             asyncio.create_task(panel_stream(client, session, st.key, "[[slow]] idle", r))
             for r in results
         ]
-        deadline = time.monotonic() + hold
+        deadline = started + hold
         while time.monotonic() < deadline:
             await asyncio.sleep(0.5)
             stats = (await client.get(f"{st.fake_url}/_fake/stats")).json()
+            if stats["open_streams"] > opened:
+                split = provider_connections(pids, st.fake_port)
             opened = max(opened, stats["open_streams"])
+            ramp.append((round(time.monotonic() - started, 1), stats["open_streams"]))
+            threads = max(threads, thread_count(pids))
+        cpu1, own1, fake1 = cpu_seconds(pids), own_cpu_seconds(), cpu_seconds([st.fake.proc.pid])
         errors = sum(r["errors"] for r in results)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    return {"asked": n, "open_at_provider": opened, "errors_while_open": errors}
+    # The seconds at which 500, 1,000, 1,500 streams were first open at the provider.
+    reached = {
+        str(step): next((t for t, count in ramp if count >= step), None)
+        for step in (500, 1000, 1500, n)
+    }
+    return {
+        "asked": n,
+        "open_at_provider": opened,
+        "errors_while_open": errors,
+        "reached_at_s": reached,
+        "panel_cpu_s": round(cpu1 - cpu0, 2),
+        "client_cpu_s": round(own1 - own0, 2),
+        "fake_cpu_s": round(fake1 - fake0, 2),
+        "panel_threads_peak": threads,
+        "provider_connections_per_worker": split,
+        "ramp": ramp,
+    }
+
+
+def provider_connections(pids: list[int], port: int) -> list[int]:
+    """How many TCP connections each of `pids` has open to `port` (ss)."""
+    out = subprocess.run(
+        ["ss", "-tnpH", "state", "established", "dport", f"= :{port}"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    return [out.count(f"pid={pid},") for pid in pids]
+
+
+def thread_count(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            total += len(os.listdir(f"/proc/{pid}/task"))
+        except FileNotFoundError:
+            pass
+    return total
 
 
 def stop_path() -> str:
@@ -835,7 +888,8 @@ async def main_async(args) -> dict:
                         results["stop_rounds"].append(row)
         if args.idle_only:
             results["idle"] = await idle_run(st, session, args.idle, args.idle_seconds)
-            print("idle", json.dumps(results["idle"]), flush=True)
+            brief = {k: v for k, v in results["idle"].items() if k != "ramp"}
+            print("idle", json.dumps(brief), flush=True)
         if only:
             results["load_after"] = os.getloadavg()
             return results

@@ -4,8 +4,9 @@
 `--requests` requests of each kind through `bsepar_panel.asgi.application` on one event loop
 (httpx's ASGI transport: no server, no sockets), `--concurrency` at a time, and prints per kind
 the process CPU time per request (all threads, from getrusage, so the figure does not depend
-on what else runs on the machine as wall time does) and the thread trips per request (every
-call the loop hands to a thread goes through its public `run_in_executor`). Kinds: the settings
+on what else runs on the machine as wall time does), the thread trips per request (every
+call the loop hands to a thread goes through its public `run_in_executor`) and the threads
+started per request (`threading.Thread.start`). Kinds: the settings
 page, a chat turn refused by its checks (a blank message: middleware, the user, the turn's
 checks; no provider), and a whole chat turn (`turn`: a new conversation with one message,
 streamed from the fake provider, tests/fakes/server.py, run as a process of its own so its CPU
@@ -91,6 +92,15 @@ async def measure(args: argparse.Namespace, session: str, key: int) -> dict:
         return original(executor, func, *a)
 
     loop.run_in_executor = counting  # type: ignore[method-assign]
+    started = 0
+    start_thread = threading.Thread.start
+
+    def counting_start(thread):  # type: ignore[no-untyped-def]
+        nonlocal started
+        started += 1
+        return start_thread(thread)
+
+    threading.Thread.start = counting_start  # type: ignore[method-assign]
     results = {}
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=application), base_url="https://panel.example.com"
@@ -141,7 +151,7 @@ async def measure(args: argparse.Namespace, session: str, key: int) -> dict:
             if profile:
                 profile.measuring = True  # type: ignore[attr-defined]
                 profile.enable()
-            trips, cpu0, wall0 = 0, cpu(), time.perf_counter()
+            trips, started, cpu0, wall0 = 0, 0, cpu(), time.perf_counter()
             codes = await asyncio.gather(*(one() for _ in range(args.requests)))
             cpu1, wall1 = cpu(), time.perf_counter()
             if profile:
@@ -151,6 +161,7 @@ async def measure(args: argparse.Namespace, session: str, key: int) -> dict:
                 "cpu_ms_per_request": (cpu1 - cpu0) * 1000 / args.requests,
                 "wall_ms_per_request": (wall1 - wall0) * 1000 / args.requests,
                 "trips_per_request": trips / args.requests,
+                "threads_started_per_request": started / args.requests,
                 "statuses": sorted(set(codes)),
             }
     if profile:

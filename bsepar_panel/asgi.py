@@ -8,8 +8,10 @@ import gc
 import os
 import signal
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from asgiref.sync import ThreadSensitiveContext
 from django.core.asgi import get_asgi_application
 from django.urls import get_resolver
 
@@ -38,11 +40,60 @@ gc.collect()
 gc.freeze()
 
 
+# Request threads kept for the next requests once a burst is over; beyond this many, a
+# returned thread ends. An idle thread costs no CPU, only its stack's address space.
+REQUEST_THREADS_KEPT = 64
+
+_request_threads: list[ThreadPoolExecutor] = []
+
+
+def _lend_request_thread() -> ThreadPoolExecutor:
+    """A one-thread executor for one request's thread-sensitive work: a returned one if any,
+    else a new one (its thread starts at the request's first thread-sensitive call)."""
+    try:
+        return _request_threads.pop()
+    except IndexError:
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="request")
+
+
+def _return_request_thread(executor: ThreadPoolExecutor) -> None:
+    if len(_request_threads) < REQUEST_THREADS_KEPT:
+        _request_threads.append(executor)
+    else:
+        executor.shutdown(wait=False)
+
+
+async def _handle_request(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Django's handler, its thread-sensitive work (sync middleware hooks, request signals, sync
+    views) on a thread lent for this request and returned after it.
+
+    Why: Django enters a `ThreadSensitiveContext` per request, for which asgiref starts a new
+    thread at the request's first thread-sensitive call and another one at its end to join the
+    first: two thread starts per request, thousands when thousands of chat streams start
+    together. asgiref's public `ThreadSensitiveContext(executor=...)` runs the request's calls
+    on an executor the caller owns instead, and Django's own context, entered inside this one,
+    then uses it as it is. Correctness is asgiref's: one thread per request at a time, in the
+    order of the calls, and the thread is handed on only after the request has ended.
+
+    A task that outlives its request (a reply job, ai_chat.jobs) must make no thread-sensitive
+    call after the request has ended: asgiref raises RuntimeError rather than run it on a
+    thread another request now has. The jobs' database work goes to core.db's threads
+    (thread_sensitive=False), which is not affected.
+    """
+    executor = _lend_request_thread()
+    try:
+        async with ThreadSensitiveContext(executor=executor):
+            await django_application(scope, receive, send)
+    finally:
+        _return_request_thread(executor)
+
+
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Django's handler, and the lifespan protocol it rejects: on shutdown (a graceful restart)
-    the worker lets its running replies finish, or saves them as interrupted (ai_chat.jobs)."""
+    """Django's handler (`_handle_request`), and the lifespan protocol it rejects: on shutdown
+    (a graceful restart) the worker lets its running replies finish, or saves them as
+    interrupted (ai_chat.jobs)."""
     if scope["type"] != "lifespan":
-        await django_application(scope, receive, send)
+        await _handle_request(scope, receive, send)
         return
     from django.conf import settings
 
