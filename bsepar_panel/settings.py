@@ -316,6 +316,10 @@ PROVIDER_MAX_RETRIES = env.int("PROVIDER_MAX_RETRIES", default=1)
 PROVIDER_PRIVATE_HOSTS = env.list("PROVIDER_PRIVATE_HOSTS", default=[])
 # SDK clients kept per worker (each holds its connection pool), least recently used closed.
 PROVIDER_CLIENT_CACHE_SIZE = env.int("PROVIDER_CLIENT_CACHE_SIZE", default=32)
+# Provider connections one SDK client (one key, one worker) may hold at once: each running
+# reply holds one. The SDKs' own default (1,000) made a worker's 1,001st reply on one key wait
+# for another to end (bench/RESULTS.md, idle streams).
+PROVIDER_MAX_CONNECTIONS = env.int("PROVIDER_MAX_CONNECTIONS", default=10000)
 # Live key tests and model listings per user per minute (each one is a call to a provider).
 PROVIDER_CHECKS_PER_MINUTE = env.int("PROVIDER_CHECKS_PER_MINUTE", default=10)
 FILE_ACTIONS_ROOT = env.str("FILE_ACTIONS_ROOT", default="") or None

@@ -214,6 +214,14 @@ def http_client(
     (timeouts, redirects) stay as the SDK expects; `limits` is the SDK's
     DEFAULT_CONNECTION_LIMITS: a client given its own transport leaves its `limits` unused,
     so the transport takes them (else httpx's own: 100 connections, so a worker's 101st
-    reply on one key waited in the pool for another to end)."""
+    reply on one key waited in the pool for another to end), with at most
+    settings.PROVIDER_MAX_CONNECTIONS connections in place of the SDK's 1,000 (a running reply
+    holds one: the 1,001st reply of a worker on one key waited for another to end)."""
+    if limits is not None:
+        limits = httpx2.Limits(
+            max_connections=settings.PROVIDER_MAX_CONNECTIONS,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+        )
     transport = GuardedTransport(limits=limits) if limits else GuardedTransport()
     return client_class(transport=transport)

@@ -265,3 +265,30 @@ async def test_one_client_holds_more_than_a_hundred_streams_at_once(fake, name):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+async def test_the_connections_one_client_holds_are_provider_max_connections(
+    fake, name, settings
+):
+    """The pool's size is settings.PROVIDER_MAX_CONNECTIONS (default 10,000), not the SDK's
+    1,000: with two workers and 2,000 replies on one key, the worker that took more than
+    1,000 held the rest in its pool (bench/RESULTS.md, idle streams). Shown small: with 5,
+    the 6th to 8th streams wait."""
+    settings.PROVIDER_MAX_CONNECTIONS = 5
+    fake.slow_first_token = 4.0
+    provider = provider_for(fake, name, timeout=30)
+    marker = f"[[slow]] capped {name}"
+    tasks = [asyncio.create_task(collect(provider, marker)) for _ in range(8)]
+
+    def arrived() -> int:
+        return sum(marker in json.dumps(request.body) for request in list(fake.requests))
+
+    try:
+        for _ in range(40):  # 2 s: the first five arrive at once, the rest not before 4 s
+            await asyncio.sleep(0.05)
+        assert arrived() == 5
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
