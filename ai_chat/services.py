@@ -282,12 +282,15 @@ def _lock_user(user: Any) -> None:
 
 
 def _running_replies(user: Any, now: datetime.datetime) -> int:
-    """How many of the user's replies are generating (on any worker or server). A row left
-    `streaming` by a crash stops counting once it is older than the longest a reply may run."""
+    """How many of the user's replies are generating (on any worker or server), counted up to
+    CHAT_MAX_RUNNING_REPLIES only: the turn start's work does not grow with the replies
+    running. A row left `streaming` by a crash stops counting once it is older than the
+    longest a reply may run."""
     since = now - datetime.timedelta(seconds=settings.CHAT_MAX_REPLY_SECONDS + 60)
-    return Message.objects.filter(
+    running = Message.objects.filter(
         conversation__owner=user, status=Status.STREAMING, created_at__gte=since
-    ).count()
+    )
+    return running.values("pk")[: settings.CHAT_MAX_RUNNING_REPLIES].count()
 
 
 def _edited(conversation: Conversation | None, message_id: int) -> Message:

@@ -156,6 +156,26 @@ async def test_a_fourth_running_reply_is_refused_with_a_clear_message(alice, fak
     await read_all(response)
 
 
+def test_the_running_replies_are_counted_up_to_the_cap_only(alice, settings):
+    """The turn start's count stops at CHAT_MAX_RUNNING_REPLIES: its work does not grow with
+    the replies a user has running (a benchmark user runs thousands)."""
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    from ai_chat.models import Conversation
+
+    settings.CHAT_MAX_RUNNING_REPLIES = 3
+    conversation = Conversation.objects.create(owner=alice, title="many")
+    Message.objects.bulk_create(
+        Message(conversation=conversation, role=Role.ASSISTANT, status=Status.STREAMING)
+        for _ in range(7)
+    )
+    with CaptureQueriesContext(connection) as queries:
+        assert services._running_replies(alice, timezone.now()) == 3
+    assert len(queries) == 1
+    assert "LIMIT 3" in queries[0]["sql"]
+
+
 def test_turns_starting_at_the_same_instant_never_exceed_the_running_cap(alice, fake, settings):
     """Twelve turns of one user start at once, each on its own database connection (as on
     several workers or servers): only CHAT_MAX_RUNNING_REPLIES of them take a place, the rest

@@ -268,9 +268,7 @@ async def test_one_client_holds_more_than_a_hundred_streams_at_once(fake, name):
 
 
 @pytest.mark.parametrize("name", PROVIDERS)
-async def test_the_connections_one_client_holds_are_provider_max_connections(
-    fake, name, settings
-):
+async def test_the_connections_one_client_holds_are_provider_max_connections(fake, name, settings):
     """The pool's size is settings.PROVIDER_MAX_CONNECTIONS (default 10,000), not the SDK's
     1,000: with two workers and 2,000 replies on one key, the worker that took more than
     1,000 held the rest in its pool (bench/RESULTS.md, idle streams). Shown small: with 5,
