@@ -49,7 +49,10 @@ async def test_requests_start_no_threads_of_their_own(alice):
         await requests()  # the shared pools (core.db's, the loop's default) start theirs
         with threads_started() as started:
             await requests()
-    assert started == [], started
+    # A shared pool may still add a thread of its own (up to its size) when a job is handed to
+    # it just before the last one's thread counts as idle: theirs are not the requests' threads.
+    shared = ("db_", "asyncio_")
+    assert [name for name in started if not name.startswith(shared)] == [], started
 
 
 async def _two_trips(record: list[tuple[str, int]], name: str, meet: threading.Barrier) -> None:
