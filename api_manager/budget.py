@@ -35,6 +35,7 @@ from api_manager.models import (
     ProviderKey,
     increment,
     month_start,
+    upsert,
 )
 
 # Tokens a provider adds around each message (role markers, separators): a few in every
@@ -209,18 +210,27 @@ def reserve(
 def settle(reservation: Reservation | int | None) -> None:
     """Release a reservation (or its id, for a caller that stored only that): call it in the
     transaction that saves the reply's usage record (the record adds the real tokens to the
-    month's `used`). Settling twice, or after `release_stale`, does nothing."""
+    month's `used`). Settling twice, or after `release_stale`, does nothing.
+
+    Joins the caller's transaction without a savepoint: an error rolls it back whole."""
     if reservation is None:
         return
-    pk = reservation.id if isinstance(reservation, Reservation) else reservation
-    with transaction.atomic():
-        held = BudgetReservation.objects.select_for_update().filter(pk=pk).first()
-        if held is None:
-            return
-        BudgetCounter.objects.filter(key_id=held.key_id, month=held.month).update(
-            reserved=F("reserved") - held.tokens
-        )
-        held.delete()
+    with transaction.atomic(savepoint=False):
+        if isinstance(reservation, Reservation):
+            # Whoever deletes the row releases its tokens: the DELETE decides, so settling
+            # twice, or racing `release_stale` (whose lock this waits for), releases once.
+            deleted, _ = BudgetReservation.objects.filter(pk=reservation.id).delete()
+            if not deleted:
+                return
+            key_id, month, tokens = reservation.key_id, reservation.month, reservation.tokens
+        else:
+            held = BudgetReservation.objects.select_for_update().filter(pk=reservation).first()
+            if held is None:
+                return
+            held.delete()
+            key_id, month, tokens = held.key_id, held.month, held.tokens
+        # The reservation made the counter's row: this adds to it (one statement).
+        upsert(BudgetCounter, {"key_id": key_id, "month": month}, {"reserved": -tokens})
 
 
 def release_stale(before: dt.datetime) -> int:
