@@ -33,7 +33,6 @@ from api_manager.models import (
     BudgetCounter,
     BudgetReservation,
     ProviderKey,
-    increment,
     month_start,
     upsert,
 )
@@ -193,16 +192,17 @@ def reserve(
     month = _current_month(now)
     with transaction.atomic():
         dims = {"key_id": key.pk, "month": month}
-        # Make sure the month's row exists (race-safe create), then lock it: the decision
-        # below reads used and reserved, and no other turn may decide in between.
-        increment(BudgetCounter.objects.filter(**dims), dims, reserved=0)
+        # Make sure the month's row exists (one race-safe upsert, which on PostgreSQL also
+        # locks it until the commit), then read it locked: the decision below reads used and
+        # reserved, and no other turn may decide in between.
+        upsert(BudgetCounter, dims, {"reserved": 0})
         counter = BudgetCounter.objects.select_for_update().get(**dims)
         left = budget - counter.used - counter.reserved - input_tokens
         output = min(max_output, left)
         if output < min(MIN_REPLY_TOKENS, max_output):
             raise BudgetExceeded(key.label)
         tokens = input_tokens + output
-        BudgetCounter.objects.filter(pk=counter.pk).update(reserved=F("reserved") + tokens)
+        upsert(BudgetCounter, dims, {"reserved": tokens})
         held = BudgetReservation.objects.create(key_id=key.pk, month=month, tokens=tokens)
     return Reservation(held.pk, key.pk, month, tokens, output)
 
@@ -219,8 +219,7 @@ def settle(reservation: Reservation | int | None) -> None:
         if isinstance(reservation, Reservation):
             # Whoever deletes the row releases its tokens: the DELETE decides, so settling
             # twice, or racing `release_stale` (whose lock this waits for), releases once.
-            deleted, _ = BudgetReservation.objects.filter(pk=reservation.id).delete()
-            if not deleted:
+            if not BudgetReservation.objects.take(reservation.id):
                 return
             key_id, month, tokens = reservation.key_id, reservation.month, reservation.tokens
         else:

@@ -7,7 +7,8 @@ a new conversation with `services._prepare` (not timed) and times `services._fin
 `time.thread_time()` (this thread's CPU: the machine's other load does not count). It prints
 the CPU per `_finish` in ms (median and mean of `--turns`, after `--warmup` turns) and, with
 `--phases`, the CPU of its parts (the usage record with its rollup and counter, the price,
-the budget's settle, Markdown, the reply's and the key's UPDATEs) measured the same way. `--root` runs another tree's code (before/after
+the budget's settle, Markdown, the reply's and the key's UPDATEs) measured the same way, and the budget's reservation
+at the turn's start (in `_prepare`). `--root` runs another tree's code (before/after
 comparisons); `--profile FILE` writes a cProfile of the timed calls. Wrap it in `flock /work/bench.lock`.
 """
 
@@ -31,13 +32,14 @@ ROOT = Path(__file__).resolve().parents[1]
 finishing = False
 
 
-def timed(owner: object, name: str, spent: dict[str, float]) -> None:
-    """Wrap `owner.name` to add its thread CPU to `spent[name]` (calls made by `_finish`)."""
+def timed(owner: object, name: str, spent: dict[str, float], always: bool = False) -> None:
+    """Wrap `owner.name` to add its thread CPU to `spent[name]` (calls made by `_finish`, or
+    `always`)."""
     original = getattr(owner, name)
 
     @functools.wraps(original)
     def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
-        if not finishing:
+        if not (finishing or always):
             return original(*args, **kwargs)
         start = time.thread_time()
         try:
@@ -110,14 +112,15 @@ def main() -> None:
         timed(Message, "set_content", spent)  # Markdown
         timed(Message, "save", spent)  # the reply's UPDATE
         timed(ProviderKey, "record_success", spent)
+        timed(budget, "reserve", spent, always=True)  # at the turn's start, in _prepare
 
     profile = cProfile.Profile(time.thread_time) if args.profile else None
     times: list[float] = []
     text = "Here is **a reply** with a list:\n\n- one\n- two\n\n`code` and more words. " * 4
     for i in range(args.warmup + args.turns):
-        turn = services._prepare(user, {"message": f"hello {i}", "key": key.pk})
         if i == args.warmup:
             spent.clear()
+        turn = services._prepare(user, {"message": f"hello {i}", "key": key.pk})
         if profile is not None and i >= args.warmup:
             profile.enable()
         global finishing
