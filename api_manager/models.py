@@ -625,7 +625,7 @@ class BudgetCounter(models.Model):
         return f"{self.key_id} {self.month:%Y-%m}: {self.used} + {self.reserved}"
 
 
-class BudgetReservationQuerySet(models.QuerySet["BudgetReservation"]):
+class BudgetReservationManager(models.Manager["BudgetReservation"]):
     def take(self, pk: int) -> bool:
         """Delete reservation `pk`; True if this call deleted it (not settled or released
         before). On PostgreSQL a concurrent delete's lock is waited for, so of two callers
@@ -650,7 +650,7 @@ class BudgetReservation(models.Model):
     tokens = models.PositiveBigIntegerField()
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
-    objects = BudgetReservationQuerySet.as_manager()
+    objects = BudgetReservationManager()
 
     def __str__(self) -> str:
         return f"{self.key_id} {self.month:%Y-%m}: {self.tokens}"
