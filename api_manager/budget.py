@@ -33,8 +33,8 @@ from api_manager.models import (
     BudgetCounter,
     BudgetReservation,
     ProviderKey,
-    increment,
     month_start,
+    upsert,
 )
 
 # Tokens a provider adds around each message (role markers, separators): a few in every
@@ -192,16 +192,17 @@ def reserve(
     month = _current_month(now)
     with transaction.atomic():
         dims = {"key_id": key.pk, "month": month}
-        # Make sure the month's row exists (race-safe create), then lock it: the decision
-        # below reads used and reserved, and no other turn may decide in between.
-        increment(BudgetCounter.objects.filter(**dims), dims, reserved=0)
+        # Make sure the month's row exists (one race-safe upsert, which on PostgreSQL also
+        # locks it until the commit), then read it locked: the decision below reads used and
+        # reserved, and no other turn may decide in between.
+        upsert(BudgetCounter, dims, {"reserved": 0})
         counter = BudgetCounter.objects.select_for_update().get(**dims)
         left = budget - counter.used - counter.reserved - input_tokens
         output = min(max_output, left)
         if output < min(MIN_REPLY_TOKENS, max_output):
             raise BudgetExceeded(key.label)
         tokens = input_tokens + output
-        BudgetCounter.objects.filter(pk=counter.pk).update(reserved=F("reserved") + tokens)
+        upsert(BudgetCounter, dims, {"reserved": tokens})
         held = BudgetReservation.objects.create(key_id=key.pk, month=month, tokens=tokens)
     return Reservation(held.pk, key.pk, month, tokens, output)
 
@@ -209,18 +210,26 @@ def reserve(
 def settle(reservation: Reservation | int | None) -> None:
     """Release a reservation (or its id, for a caller that stored only that): call it in the
     transaction that saves the reply's usage record (the record adds the real tokens to the
-    month's `used`). Settling twice, or after `release_stale`, does nothing."""
+    month's `used`). Settling twice, or after `release_stale`, does nothing.
+
+    Joins the caller's transaction without a savepoint: an error rolls it back whole."""
     if reservation is None:
         return
-    pk = reservation.id if isinstance(reservation, Reservation) else reservation
-    with transaction.atomic():
-        held = BudgetReservation.objects.select_for_update().filter(pk=pk).first()
-        if held is None:
-            return
-        BudgetCounter.objects.filter(key_id=held.key_id, month=held.month).update(
-            reserved=F("reserved") - held.tokens
-        )
-        held.delete()
+    with transaction.atomic(savepoint=False):
+        if isinstance(reservation, Reservation):
+            # Whoever deletes the row releases its tokens: the DELETE decides, so settling
+            # twice, or racing `release_stale` (whose lock this waits for), releases once.
+            if not BudgetReservation.objects.take(reservation.id):
+                return
+            key_id, month, tokens = reservation.key_id, reservation.month, reservation.tokens
+        else:
+            held = BudgetReservation.objects.select_for_update().filter(pk=reservation).first()
+            if held is None:
+                return
+            held.delete()
+            key_id, month, tokens = held.key_id, held.month, held.tokens
+        # The reservation made the counter's row: this adds to it (one statement).
+        upsert(BudgetCounter, {"key_id": key_id, "month": month}, {"reserved": -tokens})
 
 
 def release_stale(before: dt.datetime) -> int:

@@ -4,6 +4,7 @@ budget counters and reservations, and the price table."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import unicodedata
 from decimal import Decimal
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connections, models, router, transaction
 from django.db.models import Case, F, OuterRef, Q, Subquery, Sum, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -239,15 +240,43 @@ class ModelPrice(models.Model):
 
     @classmethod
     def cost_for(cls, model: str, input_tokens: int, output_tokens: int) -> Decimal:
-        """Estimated cost in USD: the longest matching prefix's prices, or 0 if none match."""
-        candidates = [p for p in cls.objects.all() if model.startswith(p.model)]
-        if not candidates:
+        """Estimated cost in USD: the longest matching prefix's prices, or 0 if none match.
+
+        One query through the unique index on `model`, for the model id's prefixes (a few
+        dozen), in SQL written here: it runs at the end of every reply, and the ORM spent
+        ten times the statement's own cost building it (0.18 ms against 0.02 ms per call).
+        """
+        prefixes = [model[:end] for end in range(1, len(model) + 1)]
+        if not prefixes:
             return Decimal("0")
-        price = max(candidates, key=lambda p: len(p.model))
-        million = Decimal(1_000_000)
-        return (
-            price.input_per_million * input_tokens + price.output_per_million * output_tokens
-        ) / million
+        connection = connections[router.db_for_read(cls)]
+        with connection.cursor() as cursor:
+            cursor.execute(_price_sql(connection.alias, len(prefixes)), prefixes)
+            row = cursor.fetchone()
+        if row is None:
+            return Decimal("0")
+        # Raw rows: SQLite returns the prices as floats; the fields turn them into Decimals.
+        field = cls._meta.get_field("input_per_million")
+        places = Decimal(1).scaleb(-field.decimal_places)
+        input_price, output_price = (field.to_python(v).quantize(places) for v in row)
+        return (input_price * input_tokens + output_price * output_tokens) / Decimal(1_000_000)
+
+
+@functools.cache
+def _price_sql(alias: str, prefixes: int) -> str:
+    """The price of the longest of `prefixes` model ids that has one (ModelPrice.cost_for)."""
+    quote = connections[alias].ops.quote_name
+    meta = ModelPrice._meta
+    model, input_price, output_price = (
+        quote(meta.get_field(name).column)
+        for name in ("model", "input_per_million", "output_per_million")
+    )
+    placeholders = ", ".join(["%s"] * prefixes)
+    # Only quoted names from the model's metadata are formatted in; values are parameters.
+    return (
+        f"SELECT {input_price}, {output_price} FROM {quote(meta.db_table)} "  # noqa: S608
+        f"WHERE {model} IN ({placeholders}) ORDER BY LENGTH({model}) DESC LIMIT 1"
+    )
 
 
 class UsageStatus(models.TextChoices):
@@ -302,6 +331,70 @@ def increment(queryset: models.QuerySet[Any], create: dict[str, Any], **amounts:
     except IntegrityError:
         if not one.update(**changes):
             raise
+
+
+@functools.cache
+def _upsert_sql(
+    model: type[models.Model],
+    alias: str,
+    dims: tuple[str, ...],
+    add: tuple[str, ...],
+    replace: tuple[str, ...],
+    rest: tuple[str, ...],
+) -> str:
+    """The statement of `upsert`, built once per model, database and shape of its call."""
+    quote = connections[alias].ops.quote_name
+    table = quote(model._meta.db_table)
+
+    def column(name: str) -> str:
+        return quote(model._meta.get_field(name).column)
+
+    columns = [column(name) for name in (*dims, *add, *replace, *rest)]
+    changes = [f"{column(n)} = {table}.{column(n)} + EXCLUDED.{column(n)}" for n in add] + [
+        f"{column(n)} = EXCLUDED.{column(n)}" for n in replace
+    ]
+    placeholders = ", ".join(["%s"] * len(columns))
+    conflict = ", ".join(column(name) for name in dims)
+    # Only quoted names from the model's metadata are formatted in; values are parameters.
+    insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"  # noqa: S608
+    return f"{insert} ON CONFLICT ({conflict}) DO UPDATE SET {', '.join(changes)}"
+
+
+def upsert(
+    model: type[models.Model],
+    dims: dict[str, Any],
+    add: dict[str, Any],
+    replace: dict[str, Any] | None = None,
+) -> None:
+    """Add `add` to the row of `model` whose unique constraint's fields are `dims` (all of
+    them, none NULL), or insert that row: one statement, `INSERT ... ON CONFLICT (dims) DO
+    UPDATE SET n = n + EXCLUDED.n` (SQLite 3.24+, PostgreSQL). `replace` values are set either
+    way (a key's label); the other fields get their defaults on insert and are kept on update.
+
+    Race-safe: on PostgreSQL a concurrent insert of the same row makes this statement wait
+    for it and then update it; the row stays locked until the transaction ends. The ORM has
+    no such statement (bulk_create's update_conflicts replaces, it cannot add), and its
+    `increment` path costs an UPDATE with a subquery, built field by field, per call: this
+    is the turn's hot path (one per reply for the daily rollup, one for the budget counter).
+    """
+    replace = replace or {}
+    connection = connections[router.db_for_write(model)]
+    rest = {
+        field.attname: field.get_default()
+        for field in model._meta.concrete_fields
+        if not field.primary_key
+        and field.attname not in dims
+        and field.attname not in add
+        and field.attname not in replace
+    }
+    sql = _upsert_sql(model, connection.alias, tuple(dims), tuple(add), tuple(replace), tuple(rest))
+    params = [
+        model._meta.get_field(name).get_db_prep_save(value, connection)
+        for part in (dims, add, replace, rest)
+        for name, value in part.items()
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
 
 
 # Above this many rollup rows in one batch, `add_to_rollups` reads and writes them in bulk.
@@ -388,10 +481,15 @@ def add_to_rollups(records: list[UsageRecord]) -> None:
                 "provider": provider,
                 "model": model,
             }
-            increment(UsageRollup.objects.filter(**dims), dims, **amounts)
+            if key_id is None or user_id is None:
+                # NULL never conflicts in SQL: such rows (a deleted key or user) take the slow
+                # path, which updates one of them.
+                increment(UsageRollup.objects.filter(**dims), dims, **amounts)
+                continue
+            label = {"key_label": amounts.pop("key_label")}
+            upsert(UsageRollup, dims, amounts, label)
     for (key_id, month), tokens in months.items():
-        dims = {"key_id": key_id, "month": month}
-        increment(BudgetCounter.objects.filter(**dims), dims, used=tokens)
+        upsert(BudgetCounter, {"key_id": key_id, "month": month}, {"used": tokens})
 
 
 class UsageDimensions(models.Model):
@@ -527,6 +625,20 @@ class BudgetCounter(models.Model):
         return f"{self.key_id} {self.month:%Y-%m}: {self.used} + {self.reserved}"
 
 
+class BudgetReservationManager(models.Manager["BudgetReservation"]):
+    def take(self, pk: int) -> bool:
+        """Delete reservation `pk`; True if this call deleted it (not settled or released
+        before). On PostgreSQL a concurrent delete's lock is waited for, so of two callers
+        exactly one gets True. One DELETE in SQL written here: nothing points at a
+        reservation, so the ORM's collector would only add its cost (0.13 ms a call)."""
+        connection = connections[router.db_for_write(self.model)]
+        quote = connection.ops.quote_name
+        table, column = quote(self.model._meta.db_table), quote(self.model._meta.pk.column)
+        with connection.cursor() as cursor:
+            cursor.execute(f"DELETE FROM {table} WHERE {column} = %s", [pk])  # noqa: S608
+            return cursor.rowcount == 1
+
+
 class BudgetReservation(models.Model):
     """Tokens a reply in progress holds against its key's month; deleted when it settles.
 
@@ -537,6 +649,8 @@ class BudgetReservation(models.Model):
     month = models.DateField()
     tokens = models.PositiveBigIntegerField()
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    objects = BudgetReservationManager()
 
     def __str__(self) -> str:
         return f"{self.key_id} {self.month:%Y-%m}: {self.tokens}"

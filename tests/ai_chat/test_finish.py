@@ -122,3 +122,21 @@ def test_approval_cards_are_built_before_the_transaction(fake, tmp_path, setting
     assert "+more" in saved.tool_calls[0]["diff"]
     assert 'data-call-id="call_1"' in saved.cards_html
     assert Message.objects.get(pk=saved.message_id).tool_calls == saved.tool_calls
+
+
+@pytest.mark.django_db(transaction=True)
+def test_saving_a_reply_with_a_budget_costs_nine_statements(alice, fake):
+    """Each rollup and counter change is one upsert, the settle one DELETE and one upsert."""
+    make_key(alice, fake, monthly_token_budget=1_000_000)
+    first = services._prepare(alice, {"message": "warm"})  # makes the rollup and counter rows
+    services._finish(first, "x", Status.COMPLETE, Usage(1, 1), None, 1, 2)
+    turn = services._prepare(alice, {"message": "hello"})
+    assert turn.reservation is not None
+    statements = Statements()
+    with connection.execute_wrapper(statements):
+        services._finish(turn, "Hi", Status.COMPLETE, Usage(5, 8), None, 12, 34)
+    sent = [sql for sql, _ in statements.seen if not sql.upper().startswith(("BEGIN", "COMMIT"))]
+    # 1 the price (before the transaction); 2 the usage record, 3 its daily rollup, 4 the
+    # month counter's `used`, 5 the reservation deleted, 6 the counter's `reserved`, 7 the
+    # reply, 8 the conversation's time, 9 the key's last use
+    assert len(sent) == 9, "\n".join(sql[:120] for sql in sent)

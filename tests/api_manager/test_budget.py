@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import math
+import threading
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.management import call_command
+from django.db import connections, transaction
 from django.utils import timezone
 
 from ai_chat.models import Attachment, Message, Status
@@ -116,6 +118,37 @@ def test_settling_releases_the_reservation_once(alice):
     again = budget.reserve(key, 10, 100)
     budget.settle(again.id)
     assert counter(key).reserved == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reservation_settled_by_several_workers_at_once_is_released_once():
+    """On PostgreSQL four connections race to delete the same reservation: one wins."""
+    from django.contrib.auth.models import User
+
+    key = make_key(User.objects.create_user("racer"), monthly_token_budget=1000)
+    held = budget.reserve(key, 10, 100)
+    other = budget.reserve(key, 10, 50)
+    start = threading.Barrier(4)
+    failures: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            start.wait(timeout=30)
+            with transaction.atomic():
+                budget.settle(held)
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+        finally:
+            connections.close_all()
+
+    workers = [threading.Thread(target=work) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert not failures
+    assert counter(key).reserved == other.tokens
+    assert list(BudgetReservation.objects.values_list("pk", flat=True)) == [other.id]
 
 
 def test_close_stale_streams_releases_reservations_left_by_a_crash(alice):

@@ -21,6 +21,7 @@ from api_manager.models import (
     UsageRollup,
     UsageStatus,
     month_of,
+    upsert,
 )
 from tests.conftest import make_key
 
@@ -58,6 +59,34 @@ def test_saving_a_record_adds_it_to_its_daily_rollup_and_month_counter(alice):
     counter = BudgetCounter.objects.get(key=key)
     assert counter.month == month_of(timezone.localdate())
     assert counter.used == 11 + 22 + 30
+    assert consistent() == []
+
+
+def test_an_upsert_adds_to_its_row_or_inserts_it_and_keeps_the_other_fields(alice):
+    key = make_key(alice)
+    dims = {"key_id": key.pk, "month": month_of(timezone.localdate())}
+    upsert(BudgetCounter, dims, {"used": 5})
+    counter = BudgetCounter.objects.get()
+    assert (counter.used, counter.reserved) == (5, 0)  # inserted, `reserved` by its default
+    BudgetCounter.objects.update(reserved=7)
+    upsert(BudgetCounter, dims, {"used": 3})
+    upsert(BudgetCounter, dims, {"reserved": -2})
+    counter.refresh_from_db()
+    assert (counter.used, counter.reserved) == (8, 5)
+    assert BudgetCounter.objects.count() == 1
+
+
+def test_a_rollup_row_adds_exact_costs_and_takes_the_keys_newest_label(alice):
+    key = make_key(alice)
+    record(key, alice, cost=Decimal("0.000001"))
+    record(key, alice, cost=Decimal("0.123457"))
+    key.label = "renamed"
+    key.save()
+    record(key, alice, cost=Decimal("0.000002"), status=UsageStatus.ERROR)
+    rollup = UsageRollup.objects.get()
+    assert rollup.cost == Decimal("0.123460")
+    assert (rollup.requests, rollup.errors, rollup.input_tokens) == (3, 1, 30)
+    assert rollup.key_label == "renamed"
     assert consistent() == []
 
 

@@ -55,6 +55,28 @@ def test_prices_give_an_estimated_cost_by_longest_prefix(db):
     assert ModelPrice.cost_for("unknown-model", 1000, 1000) == 0
 
 
+def test_a_price_is_one_query_for_the_models_prefixes_not_the_whole_table(
+    db, django_assert_num_queries
+):
+    ModelPrice.objects.bulk_create(
+        ModelPrice(provider="openai", model=f"ft:m{i}", input_per_million=1, output_per_million=1)
+        for i in range(300)
+    )
+    ModelPrice.objects.create(
+        provider="openai", model="x-mod", input_per_million="0.0375", output_per_million="1.2345"
+    )
+    ModelPrice.objects.create(
+        provider="openai", model="x-model", input_per_million="0.05", output_per_million="2"
+    )
+    with django_assert_num_queries(1) as queries:
+        assert ModelPrice.cost_for("x-mod-7", 1_000_000, 2_000_000) == Decimal("2.5065")
+    # Found through the unique index on `model` by the prefixes of the model id.
+    assert "WHERE" in queries.captured_queries[0]["sql"].upper()
+    assert ModelPrice.cost_for("x-model-2025", 1_000_000, 1_000_000) == Decimal("2.05")
+    with django_assert_num_queries(0):
+        assert ModelPrice.cost_for("", 10, 10) == 0
+
+
 def test_the_settings_page_shows_tokens_this_month(alice_client, alice):
     key = make_key(alice)
     add_usage(key, alice, 3)
