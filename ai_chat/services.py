@@ -677,6 +677,10 @@ def _finish(
         reply.tool_calls = cards_for(turn.user, calls)
     cards_html = render_cards(reply) if reply.tool_calls else ""
     with transaction.atomic():
+        # The reservation first, then the counter (which `record` adds the usage to): the
+        # order close_stale_streams' `budget.release_stale` locks them in, so that the two
+        # never wait for each other (PostgreSQL aborted one as a deadlock).
+        budget.settle(turn.reservation)
         reply.usage = UsageRecord.objects.record(
             key=turn.key,
             key_label=turn.key.label,
@@ -693,7 +697,6 @@ def _finish(
             error_code=error.code if error else ("cancelled" if status == Status.STOPPED else ""),
             attachments=attachments.count_in(turn.request.messages),
         )
-        budget.settle(turn.reservation)
         reply.save(
             update_fields=[
                 "parent",

@@ -316,3 +316,48 @@ async def test_twenty_concurrent_turns_cannot_overspend_a_budget(
     assert (used.used, used.reserved) == (spent, 0)
     # Only the turns that were served reached the provider.
     assert len(fake.requests) == statuses.count(200)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_saving_a_reply_while_stale_reservations_are_released_waits_and_never_deadlocks(
+    alice, fake
+):
+    """`release_stale` locks reservations, then counters; a reply's save takes the same order
+    (its reservation, then the counter): before, it added its usage to the counter first and
+    then waited for its reservation, and on PostgreSQL the two deadlocked (one was aborted)."""
+    import time
+
+    from django.db.models import F
+
+    from ai_chat import services
+    from api_manager.providers import Usage
+
+    key = make_key(alice, fake, monthly_token_budget=100_000)
+    turn = services._prepare(alice, {"message": "hello", "key": key.pk})
+    assert turn.reservation is not None
+    locked = threading.Event()
+    failures: list[BaseException] = []
+
+    def release_like_close_stale_streams() -> None:
+        try:
+            with transaction.atomic():
+                reservations = BudgetReservation.objects.select_for_update()
+                list(reservations.filter(pk=turn.reservation.id))
+                locked.set()
+                time.sleep(0.5)  # the reply's save starts meanwhile
+                BudgetCounter.objects.filter(key=key).update(reserved=F("reserved"))
+        except BaseException as exc:  # reported by the test's thread
+            failures.append(exc)
+        finally:
+            connections.close_all()
+
+    other = threading.Thread(target=release_like_close_stale_streams)
+    other.start()
+    assert locked.wait(10)
+    try:
+        services._finish(turn, "the reply", Status.COMPLETE, Usage(5, 7), None, 1, 2)
+    finally:
+        other.join(30)
+    assert not failures
+    assert counter(key).reserved == 0
+    assert counter(key).used == 12
