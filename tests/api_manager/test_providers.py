@@ -242,6 +242,26 @@ async def test_usage_the_provider_has_not_reported_is_none_not_zero(fake, name):
         assert usages == [Usage(input_tokens=3, output_tokens=None)]
 
 
+async def streams_at_the_provider(fake, provider, marker: str, streams: int, seconds: float) -> int:
+    """Start `streams` slow streams of `provider` at once; how many reached the fake within
+    `seconds` (sooner once all have)."""
+    tasks = [asyncio.create_task(collect(provider, marker)) for _ in range(streams)]
+
+    def arrived() -> int:
+        return sum(marker in json.dumps(request.body) for request in list(fake.requests))
+
+    try:
+        for _ in range(int(seconds / 0.05)):
+            if arrived() >= streams:
+                break
+            await asyncio.sleep(0.05)
+        return arrived()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 @pytest.mark.parametrize("name", PROVIDERS)
 async def test_one_client_holds_more_than_a_hundred_streams_at_once(fake, name):
     """One key's client takes as many streams at once as its SDK allows (the SDK's
@@ -249,22 +269,7 @@ async def test_one_client_holds_more_than_a_hundred_streams_at_once(fake, name):
     own transport falls back to (then the 101st reply of a worker waited for another to end)."""
     fake.slow_first_token = 8.0  # none ends while they are counted
     provider = provider_for(fake, name, timeout=30)
-    marker = f"[[slow]] hold {name}"
-    tasks = [asyncio.create_task(collect(provider, marker)) for _ in range(120)]
-
-    def arrived() -> int:
-        return sum(marker in json.dumps(request.body) for request in list(fake.requests))
-
-    try:
-        for _ in range(120):  # up to 6 s
-            if arrived() >= 120:
-                break
-            await asyncio.sleep(0.05)
-        assert arrived() == 120
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    assert await streams_at_the_provider(fake, provider, f"[[slow]] hold {name}", 120, 6) == 120
 
 
 @pytest.mark.parametrize("name", PROVIDERS)
@@ -272,21 +277,8 @@ async def test_the_connections_one_client_holds_are_provider_max_connections(fak
     """The pool's size is settings.PROVIDER_MAX_CONNECTIONS (default 10,000), not the SDK's
     1,000: with two workers and 2,000 replies on one key, the worker that took more than
     1,000 held the rest in its pool (bench/RESULTS.md, idle streams). Shown small: with 5,
-    the 6th to 8th streams wait."""
+    the 6th to 8th streams wait (the first five arrive at once, the rest not before 4 s)."""
     settings.PROVIDER_MAX_CONNECTIONS = 5
     fake.slow_first_token = 4.0
     provider = provider_for(fake, name, timeout=30)
-    marker = f"[[slow]] capped {name}"
-    tasks = [asyncio.create_task(collect(provider, marker)) for _ in range(8)]
-
-    def arrived() -> int:
-        return sum(marker in json.dumps(request.body) for request in list(fake.requests))
-
-    try:
-        for _ in range(40):  # 2 s: the first five arrive at once, the rest not before 4 s
-            await asyncio.sleep(0.05)
-        assert arrived() == 5
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    assert await streams_at_the_provider(fake, provider, f"[[slow]] capped {name}", 8, 2) == 5

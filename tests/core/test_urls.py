@@ -41,23 +41,31 @@ def test_the_admin_needs_sign_in_too(client, db):
     assert "login" in response["Location"]
 
 
-def test_the_worker_loads_the_urlconf_when_it_starts_not_in_its_first_request():
-    """Importing the ASGI entry point (what a gunicorn worker does as it boots) imports the
-    URLconf and the views: Django would import them in the first request, ~185 ms of CPU that
-    the first reply of every fresh worker waited for."""
+def _printed_by_a_fresh_worker(code: str) -> str:
+    """What `code` prints in a fresh interpreter that has imported the ASGI entry point, as a
+    gunicorn worker does as it boots."""
     import os
     import subprocess
     import sys
 
-    code = (
-        "import sys, bsepar_panel.asgi; "
-        "print(all(m in sys.modules for m in ('ai_chat.views', 'ai_chat.jobs', 'openai')))"
-    )
     env = {**os.environ, "DJANGO_DEBUG": "on", "DJANGO_SETTINGS_MODULE": "bsepar_panel.settings"}
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-c", "import bsepar_panel.asgi\n" + code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
-    assert done.stdout.strip() == "True", done.stderr[-2000:]
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip()
+
+
+def test_the_worker_loads_the_urlconf_when_it_starts_not_in_its_first_request():
+    """Importing the ASGI entry point (what a gunicorn worker does as it boots) imports the
+    URLconf and the views: Django would import them in the first request, ~185 ms of CPU that
+    the first reply of every fresh worker waited for."""
+    code = "import sys; print(all(m in sys.modules for m in ('ai_chat.views', 'ai_chat.jobs', 'openai')))"
+    assert _printed_by_a_fresh_worker(code) == "True"
 
 
 def test_a_worker_prepares_for_its_first_reply_and_freezes_what_it_loaded_as_it_starts():
@@ -65,19 +73,11 @@ def test_a_worker_prepares_for_its_first_reply_and_freezes_what_it_loaded_as_it_
     in bench/RESULTS.md): the shared TLS context and anyio's asyncio backend, loaded by
     importing the ASGI module; and what it loaded is out of the collector's full passes
     (gc.freeze: each pass over it cost ~150 ms with the event loop stopped)."""
-    import os
-    import subprocess
-    import sys
-
     code = (
-        "import gc, sys, bsepar_panel.asgi\n"
+        "import gc, sys\n"
         "from api_manager.providers import netguard\n"
         "print(netguard.shared_ssl_context.cache_info().currsize == 1,"
         " 'anyio._backends._asyncio' in sys.modules, 'httpcore2._async' in sys.modules,"
         " gc.get_freeze_count() > 100_000)"
     )
-    env = {**os.environ, "DJANGO_DEBUG": "on", "DJANGO_SETTINGS_MODULE": "bsepar_panel.settings"}
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
-    )
-    assert done.stdout.strip() == "True True True True", done.stderr[-2000:]
+    assert _printed_by_a_fresh_worker(code) == "True True True True"

@@ -7,55 +7,42 @@ from __future__ import annotations
 
 import shutil
 import socket
-import threading
 
 import httpx
 import pytest
 
 from tests import stack
+from tests.deploy.test_stream_service import Vanishing
 
 pytestmark = pytest.mark.skipif(
     shutil.which("nginx") is None, reason="nginx is not installed (apt-get install nginx-light)"
 )
 
 
-class ClosesFirst(threading.Thread):
+class ClosesFirst(Vanishing):
     """An app server whose first connection after `close_next()` is closed with its request
     read and unanswered (a worker stopping with a keep-alive connection in hand); every other
     request gets a 200."""
 
     def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.requests: list[str] = []
+        super().__init__()
         self._close = False
 
     def close_next(self) -> None:
         self._close = True
 
-    def run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(5)
-                try:
-                    head = conn.recv(65536).decode("latin-1")
-                except OSError:
-                    continue
-                self.requests.append(head.split("\r\n", 1)[0])
-                if self._close:
-                    self._close = False
-                    continue
-                conn.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n"
-                    b"Connection: close\r\n\r\nok"
-                )
+    @property
+    def requests(self) -> list[str]:
+        return [got.decode("latin-1").split("\r\n", 1)[0] for got in self.received]
+
+    def answer(self, conn: socket.socket) -> None:
+        if self._close:
+            self._close = False
+            return
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n"
+            b"Connection: close\r\n\r\nok"
+        )
 
 
 @pytest.fixture
@@ -63,7 +50,7 @@ def site(tmp_path):
     server = ClosesFirst()
     server.start()
     proxy = stack.Nginx([server.port], str(tmp_path))
-    server.requests.clear()  # nginx's start was awaited with a /healthz
+    server.received.clear()  # nginx's start was awaited with a /healthz
     try:
         yield server, proxy
     finally:

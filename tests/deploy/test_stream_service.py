@@ -227,7 +227,11 @@ class Vanishing(threading.Thread):
                 try:
                     self.received.append(conn.recv(65536))
                 except OSError:
-                    pass
+                    continue
+                self.answer(conn)
+
+    def answer(self, conn: socket.socket) -> None:
+        """What is sent back once a request is read: nothing (subclasses may answer)."""
 
 
 def test_a_stream_the_stream_service_received_is_never_sent_again(two_services, alice, fake):
