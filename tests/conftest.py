@@ -87,6 +87,16 @@ def fake_provider():
 
 
 @pytest.fixture
+def workspace(tmp_path, settings):
+    """A FILE_ACTIONS_ROOT with one file, for the append action's tests."""
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "notes.md").write_text("# Notes\n")
+    settings.FILE_ACTIONS_ROOT = str(root)
+    return root
+
+
+@pytest.fixture
 def served_alice(alice, settings):
     """alice, with a password hash the production settings of the servers that tests/stack.py
     starts can check (tests use MD5); the test's own settings check it too."""

@@ -1,4 +1,5 @@
-"""Fixtures the action tests share: a user allowed both actions, and a FILE_ACTIONS_ROOT."""
+"""Fixtures the action tests share: a user allowed both actions (`workspace`, the
+FILE_ACTIONS_ROOT, is tests/conftest.py's: the browser tests use it too)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,3 @@ from tests.conftest import user_with_permissions
 @pytest.fixture
 def operator(db):
     return user_with_permissions("olga", "run_query", "write_files")
-
-
-@pytest.fixture
-def workspace(tmp_path, settings):
-    root = tmp_path / "ws"
-    root.mkdir()
-    (root / "notes.md").write_text("# Notes\n")
-    settings.FILE_ACTIONS_ROOT = str(root)
-    return root

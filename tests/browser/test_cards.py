@@ -15,15 +15,6 @@ from tests.conftest import make_key, user_with_permissions
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "readonly"])
 
 
-@pytest.fixture
-def workspace(tmp_path, settings):
-    root = tmp_path / "ws"
-    root.mkdir()
-    (root / "notes.md").write_text("# Notes\n")
-    settings.FILE_ACTIONS_ROOT = str(root)
-    return root
-
-
 @pytest.mark.parametrize(("language", "phone"), [("en", False), ("fa", True)])
 def test_an_undone_card_shows_undone_after_a_reload_and_offers_no_undo(
     live_asgi, open_page, fake, workspace, language, phone
