@@ -332,6 +332,9 @@ CHAT_HEARTBEAT_SECONDS = env.float("CHAT_HEARTBEAT_SECONDS", default=15.0)
 # Replies are jobs of the worker, not of the request (ai_chat/jobs.py).
 CHAT_MAX_REPLY_SECONDS = env.float("CHAT_MAX_REPLY_SECONDS", default=600.0)
 CHAT_MAX_RUNNING_REPLIES = env.int("CHAT_MAX_RUNNING_REPLIES", default=3)
+# Chat turns a worker starts at once; the next ones wait in order of arrival (ai_chat/turn_gate.py).
+# 0: no limit. Raise it when the database is on another machine.
+CHAT_TURN_STARTS_AT_ONCE = env.int("CHAT_TURN_STARTS_AT_ONCE", default=1)
 # On a graceful restart, how long running replies may go on before they are saved as
 # interrupted: under gunicorn's graceful timeout (deploy/gunicorn.conf.py), which kills.
 CHAT_SHUTDOWN_SECONDS = env.float(
