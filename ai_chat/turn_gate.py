@@ -6,14 +6,15 @@ a burst of turns reaches one worker together, its event loop and database thread
 work among all of them, so every turn reaches the provider at about the time the last one does:
 with ten at once, the median turn waited as long as the slowest. Started one after another,
 the first reply is on its way after one turn's work, the second after two, and so on: the same
-total, but half the wait at the median, and nobody later than before (measured through nginx
-with the fake provider beside LiteLLM, bench/RESULTS.md "Turn starts one at a time").
+total, but much less wait at the median (measured through nginx with the fake provider beside
+LiteLLM, bench/RESULTS.md "Turn starts one at a time").
 
 A turn holds its place until its response starts (the `meta` event, sent once its rows are
 saved and its provider request is under way) or for `HOLD_SECONDS` at most, whichever comes
 first: a turn start that waits on something slow (a large upload from a slow client, a locked
-database) holds up the next ones by that much only. Nothing else waits: pages, Stop and
-re-attaching streams go straight through. `CHAT_TURN_STARTS_AT_ONCE=0` turns the gate off;
+database) holds up the next ones by that much only. No turn waits longer than `WAIT_SECONDS`
+for its place: under a larger burst the rest go in together, as without the gate. Nothing else
+waits: pages, Stop and re-attaching streams go straight through. `CHAT_TURN_STARTS_AT_ONCE=0` turns the gate off;
 raise it when the database is on another machine, where a turn start mostly waits for the
 network and several may overlap.
 """
@@ -33,6 +34,10 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 # The longest one turn start keeps the next waiting (seconds).
 HOLD_SECONDS = 0.25
+# The longest a turn waits for its place (seconds): under a burst larger than a worker starts in
+# that time, the rest are let in together, as without the gate (its queue would only delay the
+# last ones further while the first ones' replies already compete with them for the CPU).
+WAIT_SECONDS = 0.1
 
 
 class TurnStartGate:
@@ -69,7 +74,11 @@ class TurnStartGate:
             yield send
             return
         semaphore = self._semaphore(at_once)
-        await semaphore.acquire()
+        try:
+            await asyncio.wait_for(semaphore.acquire(), WAIT_SECONDS)
+        except TimeoutError:
+            yield send
+            return
         held = True
 
         def free() -> None:

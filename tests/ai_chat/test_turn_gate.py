@@ -69,6 +69,9 @@ def request(name: str, method: str = "POST", path: str = STREAM, **extra):
 
 @pytest.fixture
 def handler(monkeypatch):
+    # No turn here waits long enough to be let in by the wait's bound, unless a test says so.
+    monkeypatch.setattr(turn_gate, "WAIT_SECONDS", 5.0)
+
     def install(**kwargs) -> Handler:
         stand_in = Handler(**kwargs)
         monkeypatch.setattr(asgi, "_handle_request", stand_in)
@@ -169,3 +172,22 @@ async def test_pages_stop_and_reattach_do_not_wait_for_turn_starts(settings, han
     assert not stuck.done()
     h.release.set()
     await stuck
+
+
+async def test_no_turn_waits_for_its_place_longer_than_the_bound(settings, handler, monkeypatch):
+    """Under a burst larger than a worker starts in WAIT_SECONDS the rest go in together, as
+    without the gate."""
+    settings.CHAT_TURN_STARTS_AT_ONCE = 1
+    h = handler(work=None)
+    monkeypatch.setattr(turn_gate, "HOLD_SECONDS", 5.0)
+    monkeypatch.setattr(turn_gate, "WAIT_SECONDS", 0.1)
+    stuck = asyncio.create_task(request("stuck"))
+    await asyncio.sleep(0.01)
+    others = [asyncio.create_task(request(name)) for name in ("x", "y")]
+    await asyncio.sleep(0.05)
+    assert [name for name, _ in h.entered] == ["stuck"]  # still waiting
+    await asyncio.sleep(0.2)
+    assert sorted(name for name, _ in h.entered) == ["stuck", "x", "y"]
+    assert h.most_inside == 3
+    h.release.set()
+    await asyncio.gather(stuck, *others)
