@@ -31,6 +31,10 @@ from api_manager import providers  # noqa: E402
 
 providers.warm_up()
 
+from ai_chat.turn_gate import TurnStartGate  # noqa: E402
+
+turn_starts = TurnStartGate()
+
 # What a worker has loaded by now lives as long as it does (modules, the URLconf, the SDKs'
 # classes: ~280,000 objects). The collector's full passes walked all of it, ~150 ms of CPU
 # in which the worker's event loop relayed nothing, once every few hundred replies; frozen, it
@@ -89,11 +93,14 @@ async def _handle_request(scope: dict[str, Any], receive: Any, send: Any) -> Non
 
 
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Django's handler (`_handle_request`), and the lifespan protocol it rejects: on shutdown
+    """Django's handler (`_handle_request`; chat turn starts admitted in order of arrival,
+    `turn_starts`), and the lifespan protocol it rejects: on shutdown
     (a graceful restart) the worker lets its running replies finish, or saves them as
     interrupted (ai_chat.jobs)."""
     if scope["type"] != "lifespan":
-        await _handle_request(scope, receive, send)
+        # A burst of chat turns starts one after another, not all at once (ai_chat.turn_gate).
+        async with turn_starts.admit(scope, send) as send_here:
+            await _handle_request(scope, receive, send_here)
         return
     from django.conf import settings
 

@@ -4,14 +4,14 @@ Under ASGI Django's `MiddlewareMixin` sends every `process_request`, `process_vi
 `process_response` hook through `sync_to_async`, a trip to the request's thread and back through
 the event loop for each, chat streams included. For the middleware below the hooks only read
 and set headers, cookies and request attributes, so under ASGI they run in the event loop;
-the few that can reach the database or the cache still go to a thread, and only when they have
-that work to do. Under WSGI and Django's sync test client they are Django's own, unchanged.
+the few that can reach the database, the cache or the disk still go to a thread, and only when
+they have that work to do. Under WSGI and Django's sync test client they are Django's own,
+unchanged.
 
-Django's security middlewares (`SecurityMiddleware`, `SessionMiddleware`, `CsrfViewMiddleware`,
-`XFrameOptionsMiddleware`) stay in MIDDLEWARE by their own paths, stock: `check --deploy` looks
-for those paths, and a subclass elsewhere would turn its checks off. Their hooks cost a thread
-trip each: 8 per request, measured at +0.3–0.45 ms of CPU per request (bench/RESULTS.md,
-"Public APIs only"), the price of keeping the deploy checks.
+That includes Django's security middlewares (security, sessions, CSRF, clickjacking): their
+hooks took 8 thread trips per request, ~1 ms of a chat turn's time to first token (bench/
+RESULTS.md, "Turn starts one at a time"). `check --deploy` looks for them by Django's paths;
+core/checks.py runs those checks on these subclasses as on Django's own.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from typing import Any
 
 import csp.middleware as csp
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings
 from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
+from django.contrib.sessions import middleware as sessions
 from django.http import HttpRequest, HttpResponseBase
-from django.middleware import common, locale
+from django.middleware import clickjacking, common, csrf, locale, security
 from whitenoise.middleware import WhiteNoiseMiddleware
 
 from core import db
@@ -141,3 +143,48 @@ class MessageMiddleware(HooksInEventLoop, messages.MessageMiddleware):
     def needs_thread(self, request: HttpRequest, response: HttpResponseBase) -> bool:
         storage = getattr(request, "_messages", None)
         return storage is not None and (storage.used or storage.added_new)
+
+
+class SecurityMiddleware(HooksInEventLoop, security.SecurityMiddleware):
+    """Django's: the HTTPS redirect, HSTS and the other security headers."""
+
+
+class SessionMiddleware(HooksInEventLoop, sessions.SessionMiddleware):
+    """Django's: a lazy session on the request (loaded by whoever reads it first: the user's
+    load goes to a database thread, core.db); saving a changed one goes to a thread."""
+
+    def needs_thread(self, request: HttpRequest, response: HttpResponseBase) -> bool:
+        session = getattr(request, "session", None)
+        return session is not None and (session.modified or settings.SESSION_SAVE_EVERY_REQUEST)
+
+
+class CsrfViewMiddleware(HooksInEventLoop, csrf.CsrfViewMiddleware):
+    """Django's. The token check runs in the event loop unless it has I/O to do: a token kept
+    in the session (CSRF_USE_SESSIONS), or a multipart body to read (an upload, whose files may
+    be written to disk while it is parsed), which go to a thread as before."""
+
+    def __init__(self, get_response) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(get_response)
+        if self.in_event_loop:
+            self._sync_process_view = self.process_view
+            # Django awaits an async `process_view` as it is (a sync one would go to a thread).
+            self.process_view = self.aprocess_view  # type: ignore[method-assign]
+
+    async def acall(self, request: HttpRequest) -> HttpResponseBase:
+        if settings.CSRF_USE_SESSIONS:
+            # The token is read from (and kept in) the session: Django's hooks, in a thread.
+            response = await sync_to_async(super().process_request)(request)
+            response = response or await self.get_response(request)
+            return await sync_to_async(self.process_response)(request, response)
+        return await super().acall(request)
+
+    async def aprocess_view(self, request, view_func, view_args, view_kwargs):  # type: ignore[no-untyped-def]
+        if settings.CSRF_USE_SESSIONS or request.content_type == "multipart/form-data":
+            return await sync_to_async(self._sync_process_view)(
+                request, view_func, view_args, view_kwargs
+            )
+        return self._sync_process_view(request, view_func, view_args, view_kwargs)
+
+
+class XFrameOptionsMiddleware(HooksInEventLoop, clickjacking.XFrameOptionsMiddleware):
+    """Django's: the X-Frame-Options header."""
