@@ -116,6 +116,8 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await jobs.shutdown(settings.CHAT_SHUTDOWN_SECONDS)
+            # The provider clients' connections, closed rather than dropped at exit.
+            await providers.close_clients()
             await send({"type": "lifespan.shutdown.complete"})
             return
 

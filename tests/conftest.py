@@ -20,6 +20,16 @@ def _fresh_cache():
     yield
 
 
+@pytest.fixture(autouse=True)
+async def _close_provider_clients():
+    """Each test runs in an event loop of its own, which ends with it: the provider clients it
+    cached are closed first (their aiohttp sessions would be reported unclosed)."""
+    yield
+    from api_manager.providers import close_clients
+
+    await close_clients()
+
+
 @pytest.fixture
 def alice(db) -> User:
     return User.objects.create_user("alice", "alice@example.com", PASSWORD)

@@ -109,6 +109,16 @@ def client_cache() -> ClientCache:
     return cache
 
 
+async def close_clients() -> None:
+    """Close the running event loop's cached clients and their connections (a worker's at
+    shutdown; a test's at its end): aiohttp warns of a session left open."""
+    cache = _caches.pop(asyncio.get_running_loop(), None)
+    if cache is not None:
+        await asyncio.gather(
+            *(lease.client.close() for lease in cache.leases.values()), return_exceptions=True
+        )
+
+
 def release(lease: Lease) -> None:
     lease.users -= 1
     if lease.users == 0 and (lease.evicted or not lease.cached):

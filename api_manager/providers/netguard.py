@@ -25,12 +25,15 @@ import ipaddress
 import socket
 import ssl
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import httpx2
 from django.conf import settings
 from django.utils.translation import gettext_lazy
+from httpx_aiohttp.httpx2 import AiohttpTransport
 
 from api_manager.providers.base import ProviderError
 
@@ -166,17 +169,71 @@ def shared_ssl_context() -> ssl.SSLContext:
     return httpx2.create_ssl_context()
 
 
+def _plain_error(exc: httpx2.TransportError) -> httpx2.TransportError:
+    """httpx-aiohttp reports any aiohttp connection error as a ConnectTimeout (its table maps
+    their common base class so): a refused connection, or one the provider closed in the middle
+    of a reply, would read "did not answer in time". Those that are no timeout become what
+    httpx's own transport raises for them (ConnectError before the response, ReadError in it)."""
+    cause = exc.__cause__
+    if (
+        isinstance(exc, httpx2.ConnectTimeout)
+        and isinstance(cause, aiohttp.ClientConnectionError)
+        and not isinstance(cause, (aiohttp.ServerTimeoutError, asyncio.TimeoutError))
+    ):
+        plain = (
+            httpx2.ConnectError
+            if isinstance(cause, aiohttp.ClientConnectorError)
+            else httpx2.ReadError
+        )
+        error = plain(str(exc))
+        error.__cause__ = cause
+        return error
+    return exc
+
+
+class _ResponseStream(httpx2.AsyncByteStream):
+    def __init__(self, inner: httpx2.AsyncByteStream) -> None:
+        self._inner = inner
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._inner:
+                yield chunk
+        except httpx2.TransportError as exc:
+            raise _plain_error(exc) from exc.__cause__
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 class GuardedTransport(httpx2.AsyncBaseTransport):
     """An httpx transport that connects only to checked addresses (see the module docstring).
 
     The request goes to the checked IP address; the Host header keeps the name, and TLS sends
-    and verifies the name (httpcore's `sni_hostname` extension). One transport serves one SDK
-    client, i.e. one base URL, so its connection pool never mixes names on one address."""
+    and verifies the name (the `sni_hostname` extension). One transport serves one SDK client,
+    i.e. one base URL, so its connection pool never mixes names on one address.
 
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("verify", shared_ssl_context())
-        self._inner = httpx2.AsyncHTTPTransport(**kwargs)
+    The HTTP work is aiohttp's (httpx-aiohttp's transport, as the SDKs' documented
+    `DefaultAioHttpClient` uses): its parser and stream reader cost less CPU per piece of a
+    reply than httpcore's (bench/RESULTS.md, "aiohttp under the SDKs")."""
+
+    def __init__(self, limits: httpx2.Limits | None = None) -> None:
+        self._limits = limits or httpx2.Limits(max_connections=100, max_keepalive_connections=20)
+        # The session is made in the event loop of the first request (aiohttp's belongs to it).
+        self._session: aiohttp.ClientSession | None = None
+        self._inner = AiohttpTransport(
+            verify=shared_ssl_context(), limits=self._limits, client=self._new_session
+        )
         self._resolved: dict[tuple[str, int], tuple[float, list[Address] | None]] = {}
+
+    def _new_session(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            ssl=shared_ssl_context(),
+            limit=self._limits.max_connections or 0,
+            keepalive_timeout=self._limits.keepalive_expiry,
+        )
+        self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
 
     async def _addresses(self, url: httpx2.URL) -> list[Address] | None:
         host = url.host.lower()
@@ -195,7 +252,12 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
             request.url = request.url.copy_with(host=str(addresses[0]))
             if request.url.scheme == "https":
                 request.extensions = {**request.extensions, "sni_hostname": name}
-        return await self._inner.handle_async_request(request)
+        try:
+            response = await self._inner.handle_async_request(request)
+        except httpx2.TransportError as exc:
+            raise _plain_error(exc) from exc.__cause__
+        response.stream = _ResponseStream(response.stream)
+        return response
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -223,5 +285,5 @@ def http_client(
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
         )
-    transport = GuardedTransport(limits=limits) if limits else GuardedTransport()
+    transport = GuardedTransport(limits=limits)
     return client_class(transport=transport)
