@@ -12,6 +12,7 @@ from django.db import connection
 from django.test import AsyncClient, override_settings
 
 from ai_chat.models import Conversation, Message, Role
+from api_manager.providers import close_clients
 from tests.ai_chat.helpers import read_all
 from tests.conftest import make_key
 
@@ -66,6 +67,8 @@ def post_and_count(user, **data):
         # The body (the provider call, the reply's save) streams later, when it is read.
         assert response.status_code == 200
         await read_all(response)
+        # This loop ends with the call: its provider clients too (tests/conftest.py).
+        await close_clients()
         return real_queries(statements)
 
     return async_to_sync(turn)()
