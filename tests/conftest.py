@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import pytest
@@ -20,14 +21,23 @@ def _fresh_cache():
     yield
 
 
-@pytest.fixture(autouse=True)
-async def _close_provider_clients():
-    """Each test runs in an event loop of its own, which ends with it: the provider clients it
-    cached are closed first (their aiohttp sessions would be reported unclosed)."""
+@pytest.fixture
+async def close_provider_clients():
+    """Closes the provider clients cached in the test's event loop when it ends (their
+    aiohttp sessions would be reported unclosed)."""
     yield
     from api_manager.providers import close_clients
 
     await close_clients()
+
+
+@pytest.fixture(autouse=True)
+def _provider_clients_of_async_tests(request):
+    """Each async test runs in an event loop of its own, which ends with it: the provider
+    clients it cached are closed first. (Only async tests: a sync one may run an event loop
+    of its own throughout, as the browser tests' Playwright does.)"""
+    if inspect.iscoroutinefunction(request.function):
+        request.getfixturevalue("close_provider_clients")
 
 
 @pytest.fixture
