@@ -219,11 +219,10 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
 
     def __init__(self, limits: httpx2.Limits | None = None) -> None:
         self._limits = limits or httpx2.Limits(max_connections=100, max_keepalive_connections=20)
-        # The session is made in the event loop of the first request (aiohttp's belongs to it).
-        self._session: aiohttp.ClientSession | None = None
-        self._inner = AiohttpTransport(
-            verify=shared_ssl_context(), limits=self._limits, client=self._new_session
-        )
+        # The session is made in the event loop of the first request (aiohttp's belongs to it),
+        # by `_new_session`. `verify` is the shared context only so that the transport does not
+        # build a context of its own (loading the CA bundle) that the session would not use.
+        self._inner = AiohttpTransport(verify=shared_ssl_context(), client=self._new_session)
         self._resolved: dict[tuple[str, int], tuple[float, list[Address] | None]] = {}
 
     def _new_session(self) -> aiohttp.ClientSession:
@@ -232,8 +231,7 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
             limit=self._limits.max_connections or 0,
             keepalive_timeout=self._limits.keepalive_expiry,
         )
-        self._session = aiohttp.ClientSession(connector=connector)
-        return self._session
+        return aiohttp.ClientSession(connector=connector)
 
     async def _addresses(self, url: httpx2.URL) -> list[Address] | None:
         host = url.host.lower()

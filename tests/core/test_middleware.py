@@ -16,6 +16,8 @@ from django.core.checks import run_checks
 from django.core.handlers.asgi import ASGIHandler
 from django.test import AsyncClient, override_settings
 
+from core import checks
+
 # Django's stock middleware in the places of ours, for comparison.
 STOCK = {
     "core.middleware.CSPMiddleware": "csp.middleware.CSPMiddleware",
@@ -28,12 +30,8 @@ STOCK = {
         "django.contrib.auth.middleware.LoginRequiredMiddleware"
     ),
     "core.middleware.MessageMiddleware": "django.contrib.messages.middleware.MessageMiddleware",
-    "core.middleware.SecurityMiddleware": "django.middleware.security.SecurityMiddleware",
-    "core.middleware.SessionMiddleware": "django.contrib.sessions.middleware.SessionMiddleware",
-    "core.middleware.CsrfViewMiddleware": "django.middleware.csrf.CsrfViewMiddleware",
-    "core.middleware.XFrameOptionsMiddleware": (
-        "django.middleware.clickjacking.XFrameOptionsMiddleware"
-    ),
+    # The security middlewares: the same map the deploy checks use.
+    **checks.DJANGOS,
 }
 
 
