@@ -144,8 +144,11 @@ if [ "$ROOT" = 1 ]; then
     chgrp "$NGINX_GROUP" "$DATA_DIR" "$DATA_DIR/media"
     chmod 0710 "$DATA_DIR" "$DATA_DIR/media"
     # The files beside them (the SQLite database, made by an older installer with a looser
-    # umask) are no one else's: nginx may now pass through to them.
-    find "$DATA_DIR" "$DATA_DIR/media" -maxdepth 1 -type f -exec chmod o-rwx {} +
+    # umask) are no one else's: nginx may now pass through to them. A running panel may
+    # remove SQLite's -wal and -shm files between find and chmod: a file gone is not an error,
+    # one that stays unchangeable is.
+    find "$DATA_DIR" "$DATA_DIR/media" -maxdepth 1 -type f -exec sh -c \
+        'for f; do chmod o-rwx "$f" 2>/dev/null || [ ! -e "$f" ] || exit 1; done' sh {} +
     chgrp -R "$NGINX_GROUP" "$attachments"
     chmod -R u+rwX,g=rX,o= "$attachments"
     find "$attachments" -type d -exec chmod g+s {} +
