@@ -662,7 +662,7 @@ def _finish(
     usage_status = {Status.COMPLETE: UsageStatus.OK, Status.STOPPED: UsageStatus.STOPPED}.get(
         status, UsageStatus.ERROR
     )
-    cost = ModelPrice.cost_for(turn.request.model, counted.input_tokens, counted.output_tokens)
+    price = ModelPrice.price_for(turn.request.model, counted.input_tokens, counted.output_tokens)
     # A copy: the turn keeps the row as it was started; the caller gets what was saved.
     reply = copy.copy(turn.reply)
     reply.set_content(text)
@@ -690,7 +690,8 @@ def _finish(
             input_tokens=counted.input_tokens,
             output_tokens=counted.output_tokens,
             estimated=counted.estimated,
-            cost=cost,
+            cost=price or 0,
+            priced=price is not None,
             first_token_ms=first_ms,
             total_ms=total_ms,
             status=usage_status,

@@ -240,7 +240,13 @@ class ModelPrice(models.Model):
 
     @classmethod
     def cost_for(cls, model: str, input_tokens: int, output_tokens: int) -> Decimal:
-        """Estimated cost in USD: the longest matching prefix's prices, or 0 if none match.
+        """Estimated cost in USD: the longest matching prefix's prices, or 0 if none match."""
+        return cls.price_for(model, input_tokens, output_tokens) or Decimal("0")
+
+    @classmethod
+    def price_for(cls, model: str, input_tokens: int, output_tokens: int) -> Decimal | None:
+        """Estimated cost in USD: the longest matching prefix's prices, or None if none match
+        (the model has no price: its usage is recorded as such, not as costing $0).
 
         One query through the unique index on `model`, for the model id's prefixes (a few
         dozen), in SQL written here: it runs at the end of every reply, and the ORM spent
@@ -248,13 +254,13 @@ class ModelPrice(models.Model):
         """
         prefixes = [model[:end] for end in range(1, len(model) + 1)]
         if not prefixes:
-            return Decimal("0")
+            return None
         connection = connections[router.db_for_read(cls)]
         with connection.cursor() as cursor:
             cursor.execute(_price_sql(connection.alias, len(prefixes)), prefixes)
             row = cursor.fetchone()
         if row is None:
-            return Decimal("0")
+            return None
         # Raw rows: SQLite returns the prices as floats; the fields turn them into Decimals.
         field = cls._meta.get_field("input_per_million")
         places = Decimal(1).scaleb(-field.decimal_places)
@@ -297,8 +303,10 @@ class UsageRecordQuerySet(models.QuerySet["UsageRecord"]):
         """Insert records and add them to the rollups in the same transaction (seeding,
         imports and tests go through here): one increment per rollup row, not per record."""
         objs = list(objs)
+        known: dict[str, bool] = {}
         for record in objs:
             record.fill_day()
+            record.fill_priced(known)
         with transaction.atomic(savepoint=False):
             created = super().bulk_create(objs, *args, **kwargs)
             add_to_rollups(objs)
@@ -399,7 +407,7 @@ def upsert(
 
 # Above this many rollup rows in one batch, `add_to_rollups` reads and writes them in bulk.
 BULK_ROLLUP_ROWS = 20
-ROLLUP_AMOUNTS = ["input_tokens", "output_tokens", "requests", "errors", "cost"]
+ROLLUP_AMOUNTS = ["input_tokens", "output_tokens", "requests", "errors", "cost", "unpriced_tokens"]
 
 
 def _add_many(rows: dict[tuple[Any, ...], dict[str, Any]]) -> None:
@@ -459,6 +467,7 @@ def add_to_rollups(records: list[UsageRecord]) -> None:
                 "requests": 0,
                 "errors": 0,
                 "cost": Decimal("0"),
+                "unpriced_tokens": 0,
             },
         )
         row["key_label"] = record.key_label
@@ -467,6 +476,8 @@ def add_to_rollups(records: list[UsageRecord]) -> None:
         row["requests"] += 1
         row["errors"] += int(record.status == UsageStatus.ERROR)
         row["cost"] += Decimal(record.cost)
+        if not record.priced:
+            row["unpriced_tokens"] += record.total_tokens
         if record.key_id is not None:
             month = (record.key_id, month_of(record.day))
             months[month] = months.get(month, 0) + record.total_tokens
@@ -524,6 +535,10 @@ class UsageRecord(UsageDimensions):
     output_tokens = models.PositiveIntegerField(default=0)
     estimated = models.BooleanField(default=False)
     cost = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"))
+    # Whether the model had a price when the call was recorded (`cost` is then its estimate;
+    # otherwise the cost is unknown, shown as "no price", not as $0). Left None, saving looks
+    # it up (ModelPrice.price_for); it is never None in the database after that.
+    priced = models.BooleanField(null=True, editable=False)
     first_token_ms = models.PositiveIntegerField(null=True, blank=True)
     total_ms = models.PositiveIntegerField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=UsageStatus.choices, default=UsageStatus.OK)
@@ -551,6 +566,7 @@ class UsageRecord(UsageDimensions):
         """Save; a new record is added to the rollups in the same transaction, so that the
         rollups equal the records' sums whichever way a record is created."""
         self.fill_day()
+        self.fill_priced({})
         if not self._state.adding:
             super().save(*args, **kwargs)
             return
@@ -561,6 +577,14 @@ class UsageRecord(UsageDimensions):
     def fill_day(self) -> None:
         if self.day is None:
             self.day = timezone.localdate(self.created_at)
+
+    def fill_priced(self, known: dict[str, bool]) -> None:
+        """Decide `priced` if the caller did not (a reply's turn did: it looked the price up);
+        `known` caches the answer per model id across a batch."""
+        if self.priced is None:
+            if self.model not in known:
+                known[self.model] = ModelPrice.price_for(self.model, 0, 0) is not None
+            self.priced = known[self.model]
 
     @property
     def total_tokens(self) -> int:
@@ -587,6 +611,8 @@ class UsageRollup(UsageDimensions):
     requests = models.PositiveBigIntegerField(default=0)
     errors = models.PositiveBigIntegerField(default=0)
     cost = models.DecimalField(max_digits=18, decimal_places=6, default=Decimal("0"))
+    # The tokens of calls whose model had no price (UsageRecord.priced): their cost is unknown.
+    unpriced_tokens = models.PositiveBigIntegerField(default=0)
 
     objects = UsageRollupQuerySet.as_manager()
 

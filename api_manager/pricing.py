@@ -1,26 +1,16 @@
-"""Which usage has a price: a model is priced when a ModelPrice matches it (exactly or as a
-prefix, as ModelPrice.cost_for does). Usage of other models is counted with a cost of 0 and
-is shown as "no price", never as "$0.0000"."""
+"""Which usage has a price: a call is priced when a ModelPrice matched its model (exactly or
+as a prefix, ModelPrice.price_for) when it was recorded; its cost is then the estimate. The
+tokens of other calls are summed apart in the rollups (`unpriced_tokens`) and shown as
+"no price", never as "$0.0000". Decided when the call is recorded, like its cost: a price
+added later does not make old usage look free, and reading it costs a page nothing per row.
+"""
 
 from __future__ import annotations
 
-from django.db.models import CharField, Exists, ExpressionWrapper, F, OuterRef, Sum
+from django.db.models import Sum
 from django.db.models.functions import Coalesce
-
-from api_manager.models import ModelPrice
-
-
-def priced() -> Exists:
-    """True for a rollup row (or a record) whose model has a price. A correlated subquery
-    over the small price table: no query of its own, and the page's query count is kept."""
-    return Exists(
-        ModelPrice.objects.annotate(
-            used=ExpressionWrapper(OuterRef("model"), output_field=CharField())
-        ).filter(used__startswith=F("model"))
-    )
 
 
 def unpriced_tokens() -> Coalesce:
-    """An aggregate: the tokens (in + out) of rows whose model has no price. Use it before
-    any annotation named `input_tokens` or `output_tokens` (F() would name those)."""
-    return Coalesce(Sum(F("input_tokens") + F("output_tokens"), filter=~priced()), 0)
+    """An aggregate over rollup rows: the tokens of calls whose model had no price."""
+    return Coalesce(Sum("unpriced_tokens"), 0)

@@ -11,58 +11,66 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, Max, Q, Sum
+from django.db.models import Count, F, Max, Q, Sum
 
 from api_manager.models import UsageStatus
 
 DIMENSIONS = ("day", "key_id", "user_id", "provider", "model")
-AMOUNTS = ("input_tokens", "output_tokens", "requests", "errors", "cost")
+AMOUNTS = ("input_tokens", "output_tokens", "requests", "errors", "cost", "unpriced_tokens")
 
 Totals = dict[tuple[Any, ...], dict[str, Any]]
 
 
-def _normal(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "input_tokens": int(row["input_tokens"] or 0),
-        "output_tokens": int(row["output_tokens"] or 0),
-        "requests": int(row["requests"] or 0),
-        "errors": int(row["errors"] or 0),
-        # Sums of DecimalFields come back as float on SQLite: compare at the column's scale.
-        "cost": Decimal(str(row["cost"] or 0)).quantize(Decimal("0.000001")),
-    }
+def _amounts(model: Any) -> tuple[str, ...]:
+    """The amounts `model` (a rollup model, maybe a migration's historical one) has."""
+    names = {field.name for field in model._meta.get_fields()}
+    return tuple(name for name in AMOUNTS if name in names)
 
 
-def expected(record_model: Any) -> Totals:
+def _normal(row: dict[str, Any], amounts: tuple[str, ...]) -> dict[str, Any]:
+    normal = {name: int(row[name] or 0) for name in amounts if name != "cost"}
+    # Sums of DecimalFields come back as float on SQLite: compare at the column's scale.
+    normal["cost"] = Decimal(str(row["cost"] or 0)).quantize(Decimal("0.000001"))
+    return normal
+
+
+def expected(record_model: Any, amounts: tuple[str, ...] = AMOUNTS) -> Totals:
     """The records' sums per rollup row: {(day, key_id, user_id, provider, model): amounts}.
 
     One GROUP BY over the records: this is the scan the rollups save the pages from.
     """
+    sums = {
+        "input_tokens": Sum("input_tokens"),
+        "output_tokens": Sum("output_tokens"),
+        "requests": Count("id"),
+        "errors": Count("id", filter=Q(status=UsageStatus.ERROR)),
+        "cost": Sum("cost"),
+        "unpriced_tokens": Sum(F("input_tokens") + F("output_tokens"), filter=Q(priced=False)),
+    }
+    # In its own annotate, first: after it, `input_tokens` and `output_tokens` name the sums.
+    first = {name: sums[name] for name in amounts if name == "unpriced_tokens"}
     rows = (
         record_model.objects.order_by()
         .values(*DIMENSIONS)
-        .annotate(
-            input_tokens=Sum("input_tokens"),
-            output_tokens=Sum("output_tokens"),
-            requests=Count("id"),
-            errors=Count("id", filter=Q(status=UsageStatus.ERROR)),
-            cost=Sum("cost"),
-            key_label=Max("key_label"),
-        )
+        .annotate(**first)
+        .annotate(**{name: sums[name] for name in amounts if name not in first})
+        .annotate(key_label=Max("key_label"))
     )
     return {
-        tuple(row[d] for d in DIMENSIONS): dict(_normal(row), key_label=row["key_label"])
+        tuple(row[d] for d in DIMENSIONS): dict(_normal(row, amounts), key_label=row["key_label"])
         for row in rows
     }
 
 
 def actual(rollup_model: Any) -> Totals:
     """The rollups' sums per row (rows whose key or user is NULL may be split in two)."""
+    amounts = _amounts(rollup_model)
     rows = (
         rollup_model.objects.order_by()
         .values(*DIMENSIONS)
-        .annotate(**{name: Sum(name) for name in AMOUNTS})
+        .annotate(**{name: Sum(name) for name in amounts})
     )
-    return {tuple(row[d] for d in DIMENSIONS): _normal(row) for row in rows}
+    return {tuple(row[d] for d in DIMENSIONS): _normal(row, amounts) for row in rows}
 
 
 def month_totals(totals: Totals) -> dict[tuple[int, dt.date], int]:
@@ -78,7 +86,7 @@ def month_totals(totals: Totals) -> dict[tuple[int, dt.date], int]:
 
 def differences(record_model: Any, rollup_model: Any, counter_model: Any) -> list[str]:
     """What differs between the records' sums and the rollups and counters, one line each."""
-    want = expected(record_model)
+    want = expected(record_model, _amounts(rollup_model))
     have = actual(rollup_model)
     problems: list[str] = []
     for dims in sorted(set(want) | set(have), key=repr):
@@ -113,7 +121,7 @@ def rebuild(record_model: Any, rollup_model: Any, counter_model: Any) -> tuple[i
                     f"LOCK TABLE {record_model._meta.db_table}, {rollup_model._meta.db_table}, "
                     f"{counter_model._meta.db_table} IN SHARE ROW EXCLUSIVE MODE"
                 )
-        want = expected(record_model)
+        want = expected(record_model, _amounts(rollup_model))
         rollup_model.objects.all().delete()
         rollup_model.objects.bulk_create(
             (

@@ -50,9 +50,8 @@ def daily(rollups: QuerySet[UsageRollup], days: int = 30) -> list[Day]:
     rows = (
         rollups.filter(day__gte=last_days(days)[0])
         .values("day")
-        # First: below, `input_tokens` and `output_tokens` name the sums, not the columns.
-        .annotate(unpriced_tokens=pricing.unpriced_tokens())
         .annotate(
+            unpriced=pricing.unpriced_tokens(),
             input_tokens=Coalesce(Sum("input_tokens"), 0),
             output_tokens=Coalesce(Sum("output_tokens"), 0),
             requests=Coalesce(Sum("requests"), 0),
@@ -74,7 +73,7 @@ def daily(rollups: QuerySet[UsageRollup], days: int = 30) -> list[Day]:
                     row["requests"],
                     row["errors"],
                     Decimal(row["cost"]),
-                    row["unpriced_tokens"],
+                    row["unpriced"],
                 )
             )
         else:

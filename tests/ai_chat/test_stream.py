@@ -8,7 +8,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from ai_chat.models import Conversation, Message, Status
-from api_manager.models import ProviderKey, UsageRecord
+from api_manager.models import ModelPrice, ProviderKey, UsageRecord, UsageRollup
 from tests.ai_chat.helpers import STREAM, client_for, parse_events, read_until_deltas, stream
 from tests.conftest import make_key
 
@@ -24,6 +24,12 @@ async def key_for(user, fake, provider="openai", **fields) -> ProviderKey:
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_it_streams_meta_deltas_done_and_stores_text_and_usage(alice, fake, provider):
     key = await key_for(alice, fake, provider)
+    # gpt-4o-mini has a price (a flush by an earlier transactional test may have removed the
+    # default prices); claude-test-sonnet has none.
+    await ModelPrice.objects.aupdate_or_create(
+        model="gpt-4o-mini",
+        defaults={"provider": "openai", "input_per_million": 1, "output_per_million": 1},
+    )
     client = await client_for(alice)
     response, events = await stream(client, message="What is two plus two?", key=key.pk)
     assert response.status_code == 200
@@ -57,6 +63,13 @@ async def test_it_streams_meta_deltas_done_and_stores_text_and_usage(alice, fake
     assert reply.usage.input_tokens == 5 and reply.usage.output_tokens == 8
     assert not reply.usage.estimated
     assert reply.usage.key_id == key.pk
+    # The turn looked the model's price up: the record says whether there was one, and its
+    # rollup counts the tokens without a price apart.
+    priced = provider == "openai"
+    assert reply.usage.priced is priced
+    assert (reply.usage.cost > 0) is priced
+    rollup = await UsageRollup.objects.aget(key=key)
+    assert rollup.unpriced_tokens == (0 if priced else 13)
     assert "<p" in done["html"] and "Hello!" in done["html"]
     key = await ProviderKey.objects.aget(pk=key.pk)
     assert key.last_used_at is not None

@@ -224,6 +224,36 @@ def test_the_rebuild_command_checks_and_rebuilds(alice, capsys):
     assert BudgetCounter.objects.get().used == 520 + 60
 
 
+def test_the_tokens_of_calls_without_a_price_are_summed_apart_and_checked(alice):
+    key = make_key(alice)
+    record(key, alice)  # gpt-4o-mini: priced
+    record(key, alice, model="local-llama", cost=0)  # no price: decided when saved
+    record(key, alice, model="local-llama", cost=0, input_tokens=1, output_tokens=1)
+    UsageRecord.objects.bulk_create(
+        [
+            UsageRecord(key=key, user=alice, provider="openai", model="local-llama"),
+            UsageRecord(key=key, user=alice, provider="openai", model="gpt-4o", output_tokens=7),
+        ]
+    )
+    assert dict(UsageRecord.objects.values_list("model", "priced").distinct()) == {
+        "gpt-4o-mini": True,
+        "gpt-4o": True,
+        "local-llama": False,
+    }
+    rows = dict(UsageRollup.objects.values_list("model", "unpriced_tokens"))
+    assert rows == {"gpt-4o-mini": 0, "gpt-4o": 0, "local-llama": 32}
+    assert consistent() == []
+
+    # Drift in the unpriced tokens is found by --check and repaired by the rebuild.
+    UsageRollup.objects.filter(model="local-llama").update(unpriced_tokens=0)
+    assert any("local-llama" in p for p in consistent())
+    with pytest.raises(CommandError):
+        call_command("rebuild_usage_rollups", "--check")
+    call_command("rebuild_usage_rollups")
+    assert UsageRollup.objects.get(model="local-llama").unpriced_tokens == 32
+    assert consistent() == []
+
+
 def test_the_rebuild_keeps_reservations_in_progress(alice):
     key = make_key(alice)
     record(key, alice)
@@ -289,3 +319,52 @@ def test_the_migration_builds_rollups_and_counters_from_existing_records():
         1,
     )
     assert BudgetCounter.objects.get(key_id=key.pk).used == 60
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_marks_the_existing_usage_of_models_without_a_price():
+    from django.db.migrations.executor import MigrationExecutor
+
+    before = [("api_manager", "0008_usage_dimensions_base")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    old = executor.loader.project_state(before).apps
+    user = old.get_model("auth", "User").objects.create(username="old")
+    key = old.get_model("api_manager", "ProviderKey").objects.create(
+        owner=user, provider="openai", label="old key", secret_encrypted="x", last4="abcd"
+    )
+    Record = old.get_model("api_manager", "UsageRecord")
+    Rollup = old.get_model("api_manager", "UsageRollup")
+    # A transactional test before this one may have flushed 0002's default prices.
+    old.get_model("api_manager", "ModelPrice").objects.get_or_create(
+        model="gpt-4o-mini",
+        defaults={"provider": "openai", "input_per_million": 1, "output_per_million": 1},
+    )
+    today = timezone.localdate()
+    for model, cost in [("gpt-4o-mini-2024-07-18", "0.01"), ("local-llama", "0")]:
+        dims = {"key": key, "user": user, "provider": "openai", "model": model}
+        Record.objects.create(
+            **dims, key_label="old key", input_tokens=10, output_tokens=5, cost=cost, day=today
+        )
+        Rollup.objects.create(
+            **dims,
+            key_label="old key",
+            day=today,
+            input_tokens=10,
+            output_tokens=5,
+            requests=1,
+            cost=cost,
+        )
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    assert dict(UsageRecord.objects.values_list("model", "priced")) == {
+        "gpt-4o-mini-2024-07-18": True,  # priced by its prefix
+        "local-llama": False,
+    }
+    assert dict(UsageRollup.objects.values_list("model", "unpriced_tokens")) == {
+        "gpt-4o-mini-2024-07-18": 0,
+        "local-llama": 15,
+    }
+    # The rows above were made by hand, without month counters: only the rollups are compared.
+    assert [p for p in consistent() if p.startswith("rollup")] == []

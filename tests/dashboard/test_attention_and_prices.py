@@ -101,3 +101,38 @@ def test_the_usage_page_lists_only_the_days_with_usage(alice_client, alice):
     table = html.split("<tbody>")[-1].split("</tbody>")[0]
     assert table.count("<tr>") == 2
     assert "<rect" in html  # the chart is still there
+
+
+def test_no_price_is_decided_when_the_call_is_recorded_and_pages_do_not_match_prices(
+    alice_client, admin_client, alice
+):
+    """A call's cost is estimated when it is recorded; so is whether there was a price. A price
+    added later does not turn old usage into "$0.0000", and the usage pages read "no price"
+    from the rollups: none of their queries matches rows against the price table (which cost
+    a subquery per rollup row, the dashboard's growth with usage)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    ModelPrice.objects.all().delete()
+    key = make_key(alice)
+    usage(key, alice, "local-llama", tokens=(100, 100))
+    ModelPrice.objects.create(
+        provider="openai", model="local-llama", input_per_million=1, output_per_million=1
+    )
+    price_table = ModelPrice._meta.db_table
+    for client, url in [
+        (alice_client, "/"),
+        (admin_client, "/"),  # with the team's usage
+        (alice_client, f"/api-manager/keys/{key.id}/usage/"),
+    ]:
+        with CaptureQueriesContext(connection) as queries:
+            html = client.get(url).content.decode()
+        if url == "/":  # the OpenAI card (the Anthropic card, without usage, says $0.0000)
+            html = html.split("OpenAI tokens this month")[1].split("</div></div>")[0]
+        assert "no price" in html, url
+        assert "$0.0000" not in html, url
+        assert not [q for q in queries.captured_queries if price_table in q["sql"]], url
+    # Calls recorded from now on have the price.
+    usage(key, alice, "local-llama", tokens=(1_000_000, 0), cost="1")
+    html = alice_client.get("/").content.decode()
+    assert "$1.00 " in html and "models without a price" in html
