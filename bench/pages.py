@@ -11,7 +11,7 @@ max. `--clients N` then requests the dashboard, the chat page and the conversati
 concurrent clients for 5 s each (p50 and p99 of the response time, requests per second).
 
     python bench/pages.py [--rows 1000,100000,1000000] [--messages 10,10000]
-                          [--conversations 300] [--clients 16] [--json FILE]
+                          [--conversations 300] [--clients 16] [--keep DIR] [--json FILE]
 
 Nothing is written to bench/RESULTS.md by the script: it prints a Markdown table (and writes
 `--json`); the results section there is written by hand from its output. To measure an older
@@ -188,8 +188,18 @@ def concurrent(client: Client, path: str, clients: int, seconds: float) -> dict[
     }
 
 
-def run(rows: int, messages: int, conversations: int, clients: int = 0) -> dict:
-    tmp = Path(tempfile.mkdtemp(prefix="bsepar-pages-"))
+def run(
+    rows: int,
+    messages: int,
+    conversations: int,
+    clients: int = 0,
+    keep: Path | None = None,
+    seed_only: bool = False,
+) -> dict:
+    kept = keep / f"{rows}-{messages}-{conversations}" if keep else None
+    tmp = kept or Path(tempfile.mkdtemp(prefix="bsepar-pages-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    seeded_file = tmp / "seeded.txt"
     panel = nginx = None
     try:
         database = os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{tmp / 'bench.sqlite3'}"
@@ -197,23 +207,37 @@ def run(rows: int, messages: int, conversations: int, clients: int = 0) -> dict:
         env = stack.panel_env(database, None, static_root, AXES_FAILURE_LIMIT="1000")
         stack.collectstatic(static_root, env)
         started = time.monotonic()
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                SEED.format(password=PASSWORD),
-                str(rows),
-                str(messages),
-                str(conversations),
-            ],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        key, conversation, seeded = out.stdout.split()[-3:]
+        if kept and seeded_file.exists():
+            # A database seeded by an earlier run with --keep: migrated to this tree, not seeded.
+            subprocess.run(
+                [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True
+            )
+            key, conversation, seeded = seeded_file.read_text().split()
+        else:
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    SEED.format(password=PASSWORD),
+                    str(rows),
+                    str(messages),
+                    str(conversations),
+                ],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            key, conversation, seeded = out.stdout.split()[-3:]
+            seeded_file.write_text(f"{key} {conversation} {seeded}")
         seconds = time.monotonic() - started
+        if seed_only:
+            return {"rows": rows, "messages": messages, "seed_seconds": round(seconds, 1)}
+        # The seed leaves hundreds of MB for the kernel to write back: let it, before timing
+        # (a page that saves anything would otherwise wait for the disk behind it).
+        os.sync()
+        time.sleep(5)
         panel = stack.Panel(env, workers=1)
         nginx = stack.Nginx([panel.port], static_root)
         client = Client(nginx.url)
@@ -239,7 +263,8 @@ def run(rows: int, messages: int, conversations: int, clients: int = 0) -> dict:
         for process in (nginx, panel):
             if process is not None:
                 process.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not kept:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def table(results: list[dict]) -> str:
@@ -273,8 +298,19 @@ def main() -> None:
         default=0,
         help="then the dashboard, chat and conversation pages under N concurrent clients, 5 s each",
     )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="keep each seeded SQLite database in this directory and reuse it on the next run "
+        "(migrated to the tree that runs, not seeded again)",
+    )
+    parser.add_argument(
+        "--seed-only", action="store_true", help="with --keep: seed the databases, time nothing"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.seed_only and not args.keep:
+        parser.error("--seed-only needs --keep")
     rows = [int(n) for n in args.rows.split(",")]
     messages = [int(n) for n in args.messages.split(",")]
     # Every row size with the shortest conversation, then the longest conversations with
@@ -282,9 +318,12 @@ def main() -> None:
     plan = [(n, messages[0]) for n in rows] + [(rows[0], m) for m in messages[1:]]
     results = []
     for n, m in plan:
-        results.append(run(n, m, args.conversations, args.clients))
-        if args.json:
+        results.append(run(n, m, args.conversations, args.clients, args.keep, args.seed_only))
+        if args.json and not args.seed_only:
             args.json.write_text(json.dumps(results, indent=2))
+    if args.seed_only:
+        print(json.dumps(results))
+        return
     print(
         f"\n{platform.node()} · {os.cpu_count()} CPUs · load {os.getloadavg()[0]:.1f}"
         f" · {args.conversations} conversations\n"

@@ -18,7 +18,12 @@ pinned in bench/peers-requirements.txt: never in the panel's requirements). One 
   1-stream batch is `--sequential` (20) single streams one after another, each with its own
   direct stream: the CPU is divided by all of them and the p50s are over all of them.
 
-    python bench/peers.py [--streams 1 10 50] [--rounds 5] [--sequential 20]
+Before a batch its client opens as many TLS connections to nginx as the batch has streams
+(requests for a file nginx serves itself), so that a stream's time to first token holds the
+gateway's work and not the load generator's handshake, which costs Python's ssl a few ms of
+the same two cores per connection; `--cold` measures without (a new connection per stream).
+
+    python bench/peers.py [--streams 1 10 50] [--rounds 5] [--sequential 20] [--cold]
         [--json bench/results-peers.json]
 
 It prints a Markdown table (median of the rounds, with min–max) and writes the JSON; the
@@ -206,13 +211,28 @@ async def panel_stream(client, session: Session, key: int, result: dict) -> None
     result["errors"] += slot["errors"]
 
 
+async def warm(client: httpx.AsyncClient, base: str, n: int) -> None:
+    """Open n kept-alive TLS connections to nginx (n requests at once for a file nginx serves
+    itself, /favicon.ico): the batch then finds them in the pool, as a browser's streams do.
+    Neither gateway sees these requests."""
+
+    async def one() -> None:
+        response = await client.get(f"{base}/favicon.ico", headers={"Host": stack.HOST})
+        response.raise_for_status()
+
+    await asyncio.gather(*(one() for _ in range(n)))
+
+
 async def batch(gateway: str, n: int, ctx: dict, repeat: int = 1) -> dict:
     """n streams through one gateway and n direct streams to the fake, all at once; `repeat`
-    times in a row (the CPU is divided by all the streams)."""
+    times in a row (the CPU is divided by all the streams). Unless `ctx["cold"]`, the client's
+    TLS connections to nginx are opened before the batch starts (`warm`)."""
     limits = httpx.Limits(max_connections=4 * n + 10, max_keepalive_connections=4 * n + 10)
     pids = ctx["pids"][gateway]()
     async with httpx.AsyncClient(timeout=120, limits=limits, verify=False) as client:
         via, direct = fresh(), fresh()
+        if not ctx.get("cold"):
+            await warm(client, ctx["nginx"], n)
         cpu0 = cpu_seconds(pids)
         for _ in range(repeat):
             tasks = []
@@ -296,6 +316,7 @@ async def run(args) -> dict:
             "key": st.key,
             "nginx": nginx.url,
             "fake": st.fake_url,
+            "cold": args.cold,
             "pids": {"panel": lambda: [st.panel.proc.pid, *st.worker_pids()], "litellm": peer.pids},
         }
         for gateway in ("panel", "litellm"):  # warm-up: imports, connections, caches
@@ -316,6 +337,7 @@ async def run(args) -> dict:
             "machine": load.machine(),
             "load_average_at_end": os.getloadavg(),
             "workers": args.workers,
+            "cold": args.cold,
             "word_delay": args.word_delay,
             "sequential": args.sequential,
             "rows": rows,
@@ -343,6 +365,12 @@ def main() -> None:
         type=int,
         default=20,
         help="single streams in a row that make the 1-stream batch (its CPU is their mean)",
+    )
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="every stream of a batch opens its own TLS connection to nginx (the client's "
+        "handshakes then count in both gateways' time to first token)",
     )
     parser.add_argument("--json", type=Path, default=BENCH / "results-peers.json")
     args = parser.parse_args()
