@@ -9,6 +9,8 @@ import datetime as dt
 from dataclasses import dataclass
 
 import jdatetime
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
 
 from core.templatetags.panel import _persian, localize_digits, num
 
@@ -35,6 +37,20 @@ class Chart:
     @property
     def empty(self) -> bool:
         return self.max_value == 0
+
+    def rects(self) -> SafeString:
+        """The bars as SVG, built here: in the template's loop every number went through
+        localization and escaping (the dashboard's 150 bars cost 5 ms of its render). SVG
+        coordinates are never localized: Python's numbers, with a dot, whatever the language.
+        Safe: the numbers are numbers (int(), float()), the titles are escaped."""
+        return mark_safe(  # noqa: S308
+            "".join(
+                f'<rect class="s{int(b.series)}" x="{float(b.x)}" y="{float(b.y)}" '
+                f'width="{float(b.width)}" height="{float(b.height)}">'
+                f"<title>{escape(b.title)}</title></rect>"
+                for b in self.bars
+            )
+        )
 
 
 def day_label(day: dt.date | str) -> str:

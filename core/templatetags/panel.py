@@ -32,17 +32,18 @@ def localize_digits(text: str) -> str:
 def num(value: object) -> str:
     """A number with thousands separators, in the active language's digits."""
     if value is None or value == "":
-        return localize_digits("0")
-    if isinstance(value, float):
+        text = "0"
+    elif isinstance(value, float):
         text = f"{value:,.2f}"
     else:
         try:
             text = f"{int(value):,}"  # type: ignore[call-overload]
         except (TypeError, ValueError):
             text = str(value)
+    # The language is looked up once (a chart's bar titles call this hundreds of times a page).
     if _persian():
-        text = text.replace(",", "٬").replace(".", "٫")
-    return localize_digits(text)
+        text = text.replace(",", "٬").replace(".", "٫").translate(_PERSIAN_DIGITS)
+    return text
 
 
 @register.filter

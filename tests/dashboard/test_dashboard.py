@@ -148,3 +148,27 @@ def test_the_usage_pages_read_the_rollups_not_the_records(
     sql = "\n".join(q["sql"] for q in ctx.captured_queries)
     assert "api_manager_usagerollup" in sql
     assert "api_manager_usagerecord" not in sql
+
+
+def test_the_charts_bars_escape_their_labels_and_keep_svg_numbers_in_any_language():
+    """The bars are built in Python (core.charts.Chart.rects), not in the template's loop: a
+    key's label is escaped in the bar's title, and the coordinates are plain numbers with a
+    dot in Persian too (SVG does not read Persian digits or separators), while the title's
+    count is in the language's digits."""
+    import re
+
+    from django.utils import translation
+
+    from core.charts import stacked_bars
+
+    days = [dt.date(2026, 11, 1), dt.date(2026, 11, 2)]
+    hostile = '<script>alert("x")</script> & key'
+    for language in ("en", "fa"):
+        with translation.override(language):
+            svg = str(stacked_bars(days, [(hostile, [1234, 0]), ("b", [1, 3])]).rects())
+        assert "<script>" not in svg
+        assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; key" in svg
+        assert svg.count("<rect ") == 3
+        for number in re.findall(r'(?:x|y|width|height)="([^"]*)"', svg):
+            assert re.fullmatch(r"\d+(\.\d+)?", number), number
+        assert ("۱٬۲۳۴" if language == "fa" else "1,234") in svg
