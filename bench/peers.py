@@ -217,8 +217,9 @@ async def warm(client: httpx.AsyncClient, base: str, n: int) -> None:
     Neither gateway sees these requests."""
 
     async def one() -> None:
-        response = await client.get(f"{base}/favicon.ico", headers={"Host": stack.HOST})
-        response.raise_for_status()
+        # Answered by nginx itself, whatever its status (the test stack's static root may
+        # not hold the icon): only the connection matters.
+        await client.get(f"{base}/favicon.ico", headers={"Host": stack.HOST})
 
     await asyncio.gather(*(one() for _ in range(n)))
 
