@@ -23,6 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import pages as seeded  # noqa: E402  (bench/pages.py: the same pages, the seeded databases)
 
 
 async def measure(directory: Path, repeat: int) -> dict[str, tuple[float, float, float]]:
@@ -32,16 +35,8 @@ async def measure(directory: Path, repeat: int) -> dict[str, tuple[float, float,
     key, conversation, _ = (directory / "seeded.txt").read_text().split()
     client = AsyncClient(headers={"X-Forwarded-Proto": "https"})
     await client.aforce_login(await User.objects.aget(username="bench"))
-    pages = {
-        "dashboard": "/",
-        "settings": "/api-manager/settings/",
-        "key usage": f"/api-manager/keys/{key}/usage/",
-        "chat": "/ai-chat/",
-        "conversation": f"/ai-chat/c/{conversation}/",
-        "admin usage list": "/admin/api_manager/usagerecord/",
-    }
     result = {}
-    for name, path in pages.items():
+    for name, path in seeded.pages(int(key), int(conversation)).items():
         for _ in range(3):
             response = await client.get(path)
             assert response.status_code == 200, (path, response.status_code)

@@ -280,11 +280,12 @@ def test_the_admin_usage_list_does_not_count_the_whole_log(
     assert len(counts) == 1 and "LIMIT" in counts[0].upper()
 
 
-@pytest.mark.django_db(transaction=True)
-def test_the_migration_builds_rollups_and_counters_from_existing_records():
+def migrated_back_to(migration: str):
+    """Migrate api_manager back to `migration`; return its historical apps, a user and a key
+    made with them."""
     from django.db.migrations.executor import MigrationExecutor
 
-    before = [("api_manager", "0005_usage_rollups")]
+    before = [("api_manager", migration)]
     executor = MigrationExecutor(connection)
     executor.migrate(before)
     old = executor.loader.project_state(before).apps
@@ -292,6 +293,20 @@ def test_the_migration_builds_rollups_and_counters_from_existing_records():
     key = old.get_model("api_manager", "ProviderKey").objects.create(
         owner=user, provider="openai", label="old key", secret_encrypted="x", last4="abcd"
     )
+    return old, user, key
+
+
+def migrate_forward() -> None:
+    """Apply every migration (the ones after `migrated_back_to`'s)."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_builds_rollups_and_counters_from_existing_records():
+    old, user, key = migrated_back_to("0005_usage_rollups")
     Record = old.get_model("api_manager", "UsageRecord")
     today = timezone.localdate()
     for i in range(5):
@@ -308,8 +323,7 @@ def test_the_migration_builds_rollups_and_counters_from_existing_records():
         )
     assert not old.get_model("api_manager", "UsageRollup").objects.exists()
 
-    executor = MigrationExecutor(connection)
-    executor.migrate(executor.loader.graph.leaf_nodes())  # 0006 and anything after it
+    migrate_forward()  # 0006 and anything after it
     assert consistent() == []
     rollup = UsageRollup.objects.get()
     assert (rollup.input_tokens, rollup.output_tokens, rollup.requests, rollup.errors) == (
@@ -323,16 +337,7 @@ def test_the_migration_builds_rollups_and_counters_from_existing_records():
 
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_marks_the_existing_usage_of_models_without_a_price():
-    from django.db.migrations.executor import MigrationExecutor
-
-    before = [("api_manager", "0008_usage_dimensions_base")]
-    executor = MigrationExecutor(connection)
-    executor.migrate(before)
-    old = executor.loader.project_state(before).apps
-    user = old.get_model("auth", "User").objects.create(username="old")
-    key = old.get_model("api_manager", "ProviderKey").objects.create(
-        owner=user, provider="openai", label="old key", secret_encrypted="x", last4="abcd"
-    )
+    old, user, key = migrated_back_to("0008_usage_dimensions_base")
     Record = old.get_model("api_manager", "UsageRecord")
     Rollup = old.get_model("api_manager", "UsageRollup")
     # A transactional test before this one may have flushed 0002's default prices.
@@ -356,8 +361,7 @@ def test_the_migration_marks_the_existing_usage_of_models_without_a_price():
             cost=cost,
         )
 
-    executor = MigrationExecutor(connection)
-    executor.migrate(executor.loader.graph.leaf_nodes())
+    migrate_forward()
     assert dict(UsageRecord.objects.values_list("model", "priced")) == {
         "gpt-4o-mini-2024-07-18": True,  # priced by its prefix
         "local-llama": False,
