@@ -108,7 +108,10 @@ def main() -> None:
     if args.phases:
         timed(UsageRecordQuerySet, "record", spent)
         timed(budget, "settle", spent)
-        timed(ModelPrice, "cost_for", spent)  # the bound classmethod, as a plain function
+        # The price lookup (`_finish` calls price_for since the "no price" change; `--root`
+        # trees before it call cost_for). The bound classmethod, as a plain function.
+        price = "price_for" if hasattr(ModelPrice, "price_for") else "cost_for"
+        timed(ModelPrice, price, spent)
         timed(Message, "set_content", spent)  # Markdown
         timed(Message, "save", spent)  # the reply's UPDATE
         timed(ProviderKey, "record_success", spent)
